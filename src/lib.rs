@@ -1,0 +1,9 @@
+//! # aft-core
+//!
+//! The engine behind `aft-sidecar`: read-atomic transactions for serverless
+//! DAGs over a pluggable key-value store. See `README.md` and `docs/`.
+
+#![warn(missing_docs)]
+
+pub mod proto;
+pub mod storage;

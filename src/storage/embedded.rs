@@ -1,0 +1,230 @@
+//! The embedded on-disk backend (`file://PATH`), built on `redb`.
+//!
+//! One redb database file (`PATH/aft.redb`), one table of byte keys to byte
+//! values. Every write call is one redb write transaction committed with
+//! `Durability::Immediate` (fsync before returning), so an acknowledged
+//! write survives a crash of the process or the machine. redb is a
+//! synchronous library: calls run on tokio's blocking pool so they never
+//! stall the async runtime.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::lww::lww_should_replace;
+use super::{Entry, Storage, StorageError, StorageOptions};
+
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+const FILE_NAME: &str = "aft.redb";
+
+/// The embedded store. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct EmbeddedStorage {
+    db: Arc<Database>,
+    path: String,
+    options: StorageOptions,
+}
+
+impl std::fmt::Debug for EmbeddedStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStorage")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl EmbeddedStorage {
+    /// Opens (creating if needed) the store in directory `dir`.
+    ///
+    /// Fails with [`StorageError::Unreachable`] naming the directory when it
+    /// cannot be created or the database is locked by another process.
+    pub fn open(dir: &Path, options: StorageOptions) -> Result<Self, StorageError> {
+        let url = format!("file://{}", dir.display());
+        let unreachable = |reason: String| StorageError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| unreachable(e.to_string()))?;
+        let db = Database::create(dir.join(FILE_NAME)).map_err(|e| unreachable(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| unreachable(e.to_string()))?;
+        txn.open_table(TABLE)
+            .map_err(|e| unreachable(e.to_string()))?;
+        txn.commit().map_err(|e| unreachable(e.to_string()))?;
+        Ok(EmbeddedStorage {
+            db: Arc::new(db),
+            path: url,
+            options,
+        })
+    }
+
+    /// Runs a blocking database closure on the blocking pool, with the call timeout.
+    async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        let task = tokio::task::spawn_blocking(move || f(&db));
+        match tokio::time::timeout(self.options.call_timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(StorageError::backend(op, join)),
+            Err(_) => Err(StorageError::Timeout {
+                op,
+                timeout: self.options.call_timeout,
+            }),
+        }
+    }
+
+    /// Applies `edit` to the table inside one durable write transaction.
+    async fn write<F>(&self, op: &'static str, edit: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<(), redb::StorageError>
+            + Send
+            + 'static,
+    {
+        self.run(op, move |db| {
+            let txn = db.begin_write().map_err(|e| StorageError::backend(op, e))?;
+            {
+                let mut table = txn
+                    .open_table(TABLE)
+                    .map_err(|e| StorageError::backend(op, e))?;
+                edit(&mut table).map_err(|e| StorageError::backend(op, e))?;
+            }
+            txn.commit().map_err(|e| StorageError::backend(op, e))
+        })
+        .await
+    }
+
+    /// Reads inside one read transaction.
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadOnlyTable<&[u8], &[u8]>) -> Result<T, redb::StorageError>
+            + Send
+            + 'static,
+    {
+        self.run(op, move |db| {
+            let txn = db.begin_read().map_err(|e| StorageError::backend(op, e))?;
+            let table = txn
+                .open_table(TABLE)
+                .map_err(|e| StorageError::backend(op, e))?;
+            f(&table).map_err(|e| StorageError::backend(op, e))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Storage for EmbeddedStorage {
+    fn describe(&self) -> String {
+        self.path.clone()
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = key.to_vec();
+        self.read("get", move |t| {
+            Ok(t.get(key.as_slice())?.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.options.check_value_size(value.len())?;
+        let (key, value) = (key.to_vec(), value.to_vec());
+        self.write("put", move |t| {
+            t.insert(key.as_slice(), value.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        let key = key.to_vec();
+        self.write("delete", move |t| {
+            t.remove(key.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let keys = keys.to_vec();
+        self.read("get_many", move |t| {
+            keys.iter()
+                .map(|k| Ok(t.get(k.as_slice())?.map(|v| v.value().to_vec())))
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_many(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+        }
+        let entries = entries.to_vec();
+        self.write("put_many", move |t| {
+            for (k, v) in &entries {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_many(&self, keys: &[Vec<u8>]) -> Result<(), StorageError> {
+        let keys = keys.to_vec();
+        self.write("delete_many", move |t| {
+            for k in &keys {
+                t.remove(k.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let prefix = prefix.to_vec();
+        self.read("scan_prefix", move |t| {
+            let mut keys = Vec::new();
+            for item in t.range(prefix.as_slice()..)? {
+                let (key, _) = item?;
+                let key = key.value();
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                keys.push(key.to_vec());
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn merge_lww(
+        &self,
+        key: &[u8],
+        timestamp: u64,
+        lww_value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.options.check_value_size(lww_value.len())?;
+        let (key, value) = (key.to_vec(), lww_value.to_vec());
+        // One write transaction: redb serializes writers, so the
+        // read-compare-write is atomic against other merges.
+        self.write("merge_lww", move |t| {
+            let replace = {
+                let current = t.get(key.as_slice())?;
+                lww_should_replace(current.as_ref().map(|v| v.value()), timestamp)
+            };
+            if replace {
+                t.insert(key.as_slice(), value.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.read("ping", |_| Ok(())).await
+    }
+}

@@ -1,0 +1,81 @@
+//! Pluggable key-value storage.
+//!
+//! The engine talks to storage only through [`Storage`]. Backends are chosen
+//! by URL ([`open`]): `file://PATH` (embedded, the default), `redis://host:port`,
+//! `redis+cluster://h1:p1,h2:p2`. Every backend passes the same conformance
+//! suite (`tests/storage_conformance.rs`).
+
+mod embedded;
+mod error;
+mod lww;
+mod redis_cluster;
+mod redis_common;
+mod redis_single;
+mod url;
+
+pub use embedded::EmbeddedStorage;
+pub use error::StorageError;
+pub use lww::lww_timestamp;
+pub use redis_cluster::RedisClusterStorage;
+pub use redis_single::RedisStorage;
+pub use url::{
+    open, redact, StorageOptions, StorageUrl, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_VALUE_BYTES,
+};
+
+use async_trait::async_trait;
+
+/// A key-value entry.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An async key-value store with batched operations and prefix scans.
+///
+/// Guarantees every backend gives:
+/// - keys and values are arbitrary bytes, stored and returned byte for byte;
+///   a 0-byte value is distinct from a missing key;
+/// - `put_many` and `delete_many` are applied in one round trip where the
+///   backend allows (pipelined); when one of them returns `Ok`, every entry
+///   is durable as far as the backend's durability goes;
+/// - `get_many` answers in the order of the keys asked;
+/// - `scan_prefix` returns every key with the prefix that existed before the
+///   scan started and was not deleted during it, sorted bytewise;
+/// - no call waits forever: each has a timeout and fails with a typed error.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    /// A human-readable name of this store (its URL without credentials).
+    fn describe(&self) -> String;
+
+    /// Reads one key.
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Writes one key.
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+
+    /// Deletes one key; deleting a missing key is not an error.
+    async fn delete(&self, key: &[u8]) -> Result<(), StorageError>;
+
+    /// Reads many keys in one round trip; answers in the order asked.
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError>;
+
+    /// Writes many entries in one round trip where possible.
+    async fn put_many(&self, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Deletes many keys in one round trip where possible.
+    async fn delete_many(&self, keys: &[Vec<u8>]) -> Result<(), StorageError>;
+
+    /// Lists every key that starts with `prefix`, sorted bytewise.
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
+
+    /// Last-writer-wins merge: stores `lww_value` (a serialized `LWWValue`
+    /// whose timestamp is `timestamp`) at `key` unless the value already
+    /// there is an `LWWValue` with a newer or equal timestamp. Atomic with
+    /// respect to other `merge_lww` calls on the same key.
+    async fn merge_lww(
+        &self,
+        key: &[u8],
+        timestamp: u64,
+        lww_value: &[u8],
+    ) -> Result<(), StorageError>;
+
+    /// Checks that the backend answers (used at start-up and by health checks).
+    async fn ping(&self) -> Result<(), StorageError>;
+}

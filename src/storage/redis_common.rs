@@ -1,0 +1,99 @@
+//! What the single-server and cluster Redis backends share: the LWW merge
+//! script, the call-timeout wrapper and the SCAN pattern for a prefix.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::RedisError;
+
+use super::StorageError;
+
+/// Atomic LWW merge on the server: keep the stored value when it is an
+/// `LWWValue` whose timestamp (protobuf field 1, varint) is >= ARGV[1].
+///
+/// KEYS[1] = key; ARGV[1] = incoming timestamp; ARGV[2] = serialized LWWValue.
+/// Timestamps are compared as Lua numbers (doubles): exact up to 2^53, which
+/// microsecond timestamps stay far below.
+pub(crate) const MERGE_LWW_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ts = nil
+  local i = 1
+  local n = #cur
+  local function varint()
+    local v, mul = 0, 1
+    while i <= n do
+      local b = string.byte(cur, i)
+      i = i + 1
+      v = v + (b % 128) * mul
+      mul = mul * 128
+      if b < 128 then return v end
+    end
+    return nil
+  end
+  local ok = true
+  while ok and i <= n do
+    local tag = varint()
+    if tag == nil then ok = false break end
+    local field, wire = math.floor(tag / 8), tag % 8
+    if wire == 0 then
+      local v = varint()
+      if v == nil then ok = false break end
+      if field == 1 then ts = v end
+    elseif wire == 2 then
+      local len = varint()
+      if len == nil or i + len - 1 > n then ok = false break end
+      i = i + len
+    else
+      ok = false
+    end
+  end
+  if ok then
+    if ts == nil then ts = 0 end
+    if ts >= tonumber(ARGV[1]) then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// Runs a Redis future with the call timeout, mapping errors to [`StorageError`].
+pub(crate) async fn with_timeout<T>(
+    op: &'static str,
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, StorageError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.is_timeout() => Err(StorageError::Timeout { op, timeout }),
+        Ok(Err(e)) => Err(StorageError::backend(op, e)),
+        Err(_) => Err(StorageError::Timeout { op, timeout }),
+    }
+}
+
+/// A Redis glob pattern matching exactly the keys that start with `prefix`.
+pub(crate) fn scan_pattern(prefix: &[u8]) -> Vec<u8> {
+    let mut pattern = Vec::with_capacity(prefix.len() + 1);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            pattern.push(b'\\');
+        }
+        pattern.push(b);
+    }
+    pattern.push(b'*');
+    pattern
+}
+
+/// Keys per MGET/MSET/DEL command: keeps single commands (and replies) of a
+/// large batch reasonably sized while the batch still goes in one pipeline.
+pub(crate) const CHUNK: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::scan_pattern;
+
+    #[test]
+    fn escapes_glob_characters() {
+        assert_eq!(scan_pattern(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*".to_vec());
+    }
+}

@@ -1,0 +1,203 @@
+//! The single-server Redis backend (`redis://host:port`).
+//!
+//! One multiplexed connection managed by redis' `ConnectionManager`, which
+//! reconnects on its own after the server restarts: calls made while the
+//! server is down fail with a typed error, later calls succeed again. Batches
+//! go in one pipelined round trip (MGET / MSET / DEL in chunks).
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::redis_common::{scan_pattern, with_timeout, CHUNK, MERGE_LWW_SCRIPT};
+use super::url::redact;
+use super::{Entry, Storage, StorageError, StorageOptions};
+
+/// A Redis server as storage. Cheap to clone (the connection is shared).
+#[derive(Clone)]
+pub struct RedisStorage {
+    conn: ConnectionManager,
+    url: String,
+    options: StorageOptions,
+    merge_script: Script,
+}
+
+impl std::fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStorage")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl RedisStorage {
+    /// Connects to the server at `url`.
+    ///
+    /// Fails with [`StorageError::Unreachable`] naming the URL if no
+    /// connection can be made within the connect timeout.
+    pub async fn connect(url: &str, options: StorageOptions) -> Result<Self, StorageError> {
+        let shown = redact(url);
+        let unreachable = |reason: String| StorageError::Unreachable {
+            url: shown.clone(),
+            reason,
+        };
+        let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.call_timeout))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            options.connect_timeout * 2,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| unreachable("connection timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        Ok(RedisStorage {
+            conn,
+            url: shown,
+            options,
+            merge_script: Script::new(MERGE_LWW_SCRIPT),
+        })
+    }
+}
+
+#[async_trait]
+impl Storage for RedisStorage {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut conn = self.conn.clone();
+        with_timeout("get", self.options.call_timeout, conn.get(key)).await
+    }
+
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.options.check_value_size(value.len())?;
+        let mut conn = self.conn.clone();
+        with_timeout("put", self.options.call_timeout, conn.set(key, value)).await
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        with_timeout("delete", self.options.call_timeout, conn.del(key)).await
+    }
+
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for chunk in keys.chunks(CHUNK) {
+            pipe.cmd("MGET").arg(chunk);
+        }
+        let mut conn = self.conn.clone();
+        let chunks: Vec<Vec<Option<Vec<u8>>>> = with_timeout(
+            "get_many",
+            self.options.call_timeout,
+            pipe.query_async(&mut conn),
+        )
+        .await?;
+        Ok(chunks.into_iter().flatten().collect())
+    }
+
+    async fn put_many(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+        }
+        // MULTI/EXEC: the whole batch is applied at once or not at all.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for chunk in entries.chunks(CHUNK) {
+            pipe.cmd("MSET").arg(chunk).ignore();
+        }
+        let mut conn = self.conn.clone();
+        with_timeout(
+            "put_many",
+            self.options.call_timeout,
+            pipe.query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn delete_many(&self, keys: &[Vec<u8>]) -> Result<(), StorageError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for chunk in keys.chunks(CHUNK) {
+            pipe.cmd("DEL").arg(chunk).ignore();
+        }
+        let mut conn = self.conn.clone();
+        with_timeout(
+            "delete_many",
+            self.options.call_timeout,
+            pipe.query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut conn = self.conn.clone();
+        let pattern = scan_pattern(prefix);
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = with_timeout(
+                "scan_prefix",
+                self.options.call_timeout,
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key more than once; the trait promises a sorted set.
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn merge_lww(
+        &self,
+        key: &[u8],
+        timestamp: u64,
+        lww_value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.options.check_value_size(lww_value.len())?;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.merge_script.key(key);
+        invocation.arg(timestamp).arg(lww_value);
+        with_timeout(
+            "merge_lww",
+            self.options.call_timeout,
+            invocation.invoke_async::<i64>(&mut conn),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        with_timeout(
+            "ping",
+            self.options.call_timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,178 @@
+//! The storage conformance suite against every backend: embedded (on disk),
+//! a real `redis-server`, and a real 3-master Redis Cluster.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aft::storage::{open, Storage, StorageError, StorageOptions};
+use support::conformance as suite;
+use support::redis::{RedisCluster, RedisServer};
+
+async fn embedded() -> (tempfile::TempDir, Arc<dyn Storage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("store").display());
+    let s = open(&url, StorageOptions::default()).await.unwrap();
+    (dir, s)
+}
+
+async fn redis() -> (RedisServer, Arc<dyn Storage>) {
+    let server = RedisServer::start();
+    let s = open(&server.url(), StorageOptions::default())
+        .await
+        .unwrap();
+    (server, s)
+}
+
+macro_rules! conformance {
+    ($backend:ident, $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_guard, s) = super::$backend().await;
+                    super::suite::$case(s.as_ref(), b"ns/").await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    embedded,
+    roundtrip_overwrite_delete,
+    empty_value_is_not_missing,
+    binary_keys_and_values,
+    values_up_to_the_limit,
+    batch_of_ten_thousand,
+    prefix_scan_of_one_hundred_thousand,
+    prefix_scan_escapes_globs,
+    lww_merge_keeps_newest,
+);
+
+conformance!(
+    redis,
+    roundtrip_overwrite_delete,
+    empty_value_is_not_missing,
+    binary_keys_and_values,
+    values_up_to_the_limit,
+    batch_of_ten_thousand,
+    prefix_scan_of_one_hundred_thousand,
+    prefix_scan_escapes_globs,
+    lww_merge_keeps_newest,
+);
+
+/// The whole suite on one real 3-master cluster (starting one costs ~1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_passes_the_whole_suite() {
+    let cluster = RedisCluster::start();
+    let s = open(&cluster.url(), StorageOptions::default())
+        .await
+        .unwrap();
+    suite::run_all(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn embedded_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    {
+        let s = open(&url, StorageOptions::default()).await.unwrap();
+        s.put_many(&[(b"k".to_vec(), b"v".to_vec())]).await.unwrap();
+    }
+    let s = open(&url, StorageOptions::default()).await.unwrap();
+    assert_eq!(s.get(b"k").await.unwrap(), Some(b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn embedded_store_is_locked_against_a_second_opener() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let _first = open(&url, StorageOptions::default()).await.unwrap();
+    let err = open(&url, StorageOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StorageError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&url), "{err}");
+}
+
+/// Redis killed mid-suite: calls fail with typed errors within the timeout
+/// (nothing hangs), and the backend reconnects by itself when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_gives_typed_errors_then_reconnects() {
+    let mut server = RedisServer::start();
+    let options = StorageOptions {
+        call_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        ..StorageOptions::default()
+    };
+    let s = open(&server.url(), options).await.unwrap();
+    suite::roundtrip_overwrite_delete(s.as_ref(), b"before/").await;
+    s.put(b"durable", b"yes").await.unwrap();
+
+    server.kill();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let err = s.get(b"durable").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::Backend { .. } | StorageError::Timeout { .. }
+            ),
+            "unexpected error while down: {err:?}"
+        );
+        let err = s
+            .put_many(&[(b"x".to_vec(), b"y".to_vec())])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::Backend { .. } | StorageError::Timeout { .. }
+            ),
+            "{err:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "calls hung while down"
+    );
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let value = loop {
+        match s.get(b"durable").await {
+            Ok(v) => break v,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("backend did not reconnect within 10 s: {e}"),
+        }
+    };
+    assert_eq!(
+        value,
+        Some(b"yes".to_vec()),
+        "acknowledged write lost across restart"
+    );
+    suite::roundtrip_overwrite_delete(s.as_ref(), b"after/").await;
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_one_clear_error_naming_the_url() {
+    let port = support::redis::free_port(false);
+    let url = format!("redis://127.0.0.1:{port}");
+    let options = StorageOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..StorageOptions::default()
+    };
+    let err = open(&url, options).await.unwrap_err();
+    assert!(matches!(err, StorageError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&url), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_url_is_refused() {
+    let err = open("postgres://x", StorageOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::InvalidUrl { .. }), "{err:?}");
+}

@@ -1,0 +1,197 @@
+//! The storage conformance suite: every backend must pass every case.
+//!
+//! Each case takes a fresh namespace prefix so cases can share one server.
+
+use aft::proto::anna::LwwValue;
+use aft::storage::{Storage, StorageError, DEFAULT_MAX_VALUE_BYTES};
+use prost::Message;
+
+/// Every case, by name, for backends that run them all in one test.
+pub async fn run_all(s: &dyn Storage) {
+    roundtrip_overwrite_delete(s, b"rt/").await;
+    empty_value_is_not_missing(s, b"empty/").await;
+    binary_keys_and_values(s, b"bin/").await;
+    values_up_to_the_limit(s, b"big/").await;
+    batch_of_ten_thousand(s, b"batch/").await;
+    prefix_scan_of_one_hundred_thousand(s, b"scan/").await;
+    prefix_scan_escapes_globs(s, b"glob/").await;
+    lww_merge_keeps_newest(s, b"lww/").await;
+}
+
+fn key(ns: &[u8], k: &str) -> Vec<u8> {
+    let mut v = ns.to_vec();
+    v.extend_from_slice(k.as_bytes());
+    v
+}
+
+/// get/put/overwrite/delete of single keys; deleting a missing key is fine.
+pub async fn roundtrip_overwrite_delete(s: &dyn Storage, ns: &[u8]) {
+    let k = key(ns, "a");
+    assert_eq!(s.get(&k).await.unwrap(), None);
+    s.put(&k, b"one").await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(b"one".to_vec()));
+    s.put(&k, b"two").await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(b"two".to_vec()));
+    s.delete(&k).await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), None);
+    s.delete(&k).await.unwrap();
+    s.delete_many(&[k.clone(), key(ns, "never")]).await.unwrap();
+}
+
+/// A 0-byte value is stored and read back as present.
+pub async fn empty_value_is_not_missing(s: &dyn Storage, ns: &[u8]) {
+    let k = key(ns, "e");
+    s.put(&k, b"").await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(Vec::new()));
+    let many = s.get_many(&[k.clone(), key(ns, "missing")]).await.unwrap();
+    assert_eq!(many, vec![Some(Vec::new()), None]);
+}
+
+/// Keys and values with every byte value survive byte for byte.
+pub async fn binary_keys_and_values(s: &dyn Storage, ns: &[u8]) {
+    let all: Vec<u8> = (0..=255u8).collect();
+    let mut k = ns.to_vec();
+    k.extend_from_slice(&all);
+    let mut v = all.clone();
+    v.reverse();
+    s.put(&k, &v).await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(v.clone()));
+    let scanned = s.scan_prefix(&k).await.unwrap();
+    assert_eq!(scanned, vec![k.clone()]);
+    let mut nul_key = ns.to_vec();
+    nul_key.extend_from_slice(b"\0\xff\0");
+    s.put_many(&[(nul_key.clone(), b"\0".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_many(&[nul_key]).await.unwrap(),
+        vec![Some(b"\0".to_vec())]
+    );
+}
+
+/// Values up to the default maximum (16 MiB) are accepted; one byte more is
+/// refused with a typed error, and nothing is stored.
+pub async fn values_up_to_the_limit(s: &dyn Storage, ns: &[u8]) {
+    let k = key(ns, "max");
+    let value: Vec<u8> = (0..DEFAULT_MAX_VALUE_BYTES)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    s.put(&k, &value).await.unwrap();
+    let back = s.get(&k).await.unwrap().expect("16 MiB value present");
+    assert_eq!(back.len(), value.len());
+    assert!(back == value, "16 MiB value changed");
+    s.delete(&k).await.unwrap();
+
+    let too_big = vec![7u8; DEFAULT_MAX_VALUE_BYTES + 1];
+    let k2 = key(ns, "too-big");
+    match s.put(&k2, &too_big).await {
+        Err(StorageError::ValueTooLarge { size, limit }) => {
+            assert_eq!(size, DEFAULT_MAX_VALUE_BYTES + 1);
+            assert_eq!(limit, DEFAULT_MAX_VALUE_BYTES);
+        }
+        other => panic!("oversized put gave {other:?}"),
+    }
+    match s.put_many(&[(k2.clone(), too_big)]).await {
+        Err(StorageError::ValueTooLarge { .. }) => {}
+        other => panic!("oversized put_many gave {other:?}"),
+    }
+    assert_eq!(s.get(&k2).await.unwrap(), None);
+}
+
+/// 10,000 keys in one batch: put, read back in order (with gaps), delete.
+pub async fn batch_of_ten_thousand(s: &dyn Storage, ns: &[u8]) {
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..10_000)
+        .map(|i| (key(ns, &format!("k{i:05}")), format!("v{i}").into_bytes()))
+        .collect();
+    s.put_many(&entries).await.unwrap();
+    let mut asked: Vec<Vec<u8>> = entries.iter().rev().map(|(k, _)| k.clone()).collect();
+    asked.insert(5000, key(ns, "absent"));
+    let got = s.get_many(&asked).await.unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (k, v) in asked.iter().zip(&got) {
+        let expected = entries
+            .iter()
+            .find(|(ek, _)| ek == k)
+            .map(|(_, v)| v.clone());
+        assert_eq!(v, &expected, "key {:?}", String::from_utf8_lossy(k));
+    }
+    let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| k.clone()).collect();
+    s.delete_many(&keys).await.unwrap();
+    let got = s.get_many(&keys[..100]).await.unwrap();
+    assert!(got.iter().all(Option::is_none));
+    assert!(s.get_many(&[]).await.unwrap().is_empty());
+}
+
+/// A prefix scan over 100,000 keys returns exactly the keys with the prefix, sorted.
+pub async fn prefix_scan_of_one_hundred_thousand(s: &dyn Storage, ns: &[u8]) {
+    let inside: Vec<(Vec<u8>, Vec<u8>)> = (0..100_000)
+        .map(|i| (key(ns, &format!("in/{i:06}")), Vec::new()))
+        .collect();
+    for chunk in inside.chunks(10_000) {
+        s.put_many(chunk).await.unwrap();
+    }
+    let outside = vec![
+        (key(ns, "in"), b"x".to_vec()),
+        (key(ns, "io/1"), b"x".to_vec()),
+        (key(ns, "out/1"), b"x".to_vec()),
+    ];
+    s.put_many(&outside).await.unwrap();
+    let scanned = s.scan_prefix(&key(ns, "in/")).await.unwrap();
+    assert_eq!(scanned.len(), inside.len());
+    let expected: Vec<Vec<u8>> = inside.iter().map(|(k, _)| k.clone()).collect();
+    assert!(scanned == expected, "scan returned other keys or order");
+    assert!(s
+        .scan_prefix(&key(ns, "nothing/"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Glob characters in a prefix are matched literally.
+pub async fn prefix_scan_escapes_globs(s: &dyn Storage, ns: &[u8]) {
+    s.put(&key(ns, "a*[b]?\\/1"), b"x").await.unwrap();
+    s.put(&key(ns, "aX[b]?\\/2"), b"x").await.unwrap();
+    s.put(&key(ns, "a*b?\\/3"), b"x").await.unwrap();
+    let got = s.scan_prefix(&key(ns, "a*[b]?\\/")).await.unwrap();
+    assert_eq!(got, vec![key(ns, "a*[b]?\\/1")]);
+}
+
+fn lww(ts: u64, value: &[u8]) -> Vec<u8> {
+    LwwValue {
+        timestamp: ts,
+        value: value.to_vec(),
+    }
+    .encode_to_vec()
+}
+
+/// `merge_lww` keeps the newest timestamp; equal or older is ignored; a
+/// stored value that is not an LWWValue is replaced.
+pub async fn lww_merge_keeps_newest(s: &dyn Storage, ns: &[u8]) {
+    let k = key(ns, "plain");
+    s.merge_lww(&k, 10, &lww(10, b"ten")).await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(lww(10, b"ten")));
+    s.merge_lww(&k, 5, &lww(5, b"five")).await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(lww(10, b"ten")));
+    s.merge_lww(&k, 10, &lww(10, b"other ten")).await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(lww(10, b"ten")));
+    let big_ts = 1_800_000_000_000_000u64;
+    s.merge_lww(&k, big_ts, &lww(big_ts, b"new")).await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(lww(big_ts, b"new")));
+    s.merge_lww(&k, big_ts - 1, &lww(big_ts - 1, b"old"))
+        .await
+        .unwrap();
+    assert_eq!(s.get(&k).await.unwrap(), Some(lww(big_ts, b"new")));
+
+    let junk = key(ns, "junk");
+    s.put(&junk, b"\xff\xff not protobuf").await.unwrap();
+    s.merge_lww(&junk, 1, &lww(1, b"x")).await.unwrap();
+    assert_eq!(s.get(&junk).await.unwrap(), Some(lww(1, b"x")));
+
+    // Out-of-order arrivals: whatever the order, the newest ends up stored.
+    let hot = key(ns, "hot");
+    for ts in [7u64, 40, 3, 39, 1, 20] {
+        let value = lww(ts, format!("v{ts}").as_bytes());
+        s.merge_lww(&hot, ts, &value).await.unwrap();
+    }
+    assert_eq!(s.get(&hot).await.unwrap(), Some(lww(40, b"v40")));
+}

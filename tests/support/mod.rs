@@ -1,0 +1,5 @@
+//! Shared test support: real server processes and the storage conformance suite.
+#![allow(dead_code)]
+
+pub mod conformance;
+pub mod redis;
