@@ -5,5 +5,9 @@
 
 #![warn(missing_docs)]
 
+pub mod history;
+pub mod meta;
+pub mod metrics;
 pub mod proto;
 pub mod storage;
+pub mod txn;

@@ -17,6 +17,13 @@ async fn embedded() -> (tempfile::TempDir, Arc<dyn Storage>) {
     (dir, s)
 }
 
+async fn memory() -> ((), Arc<dyn Storage>) {
+    (
+        (),
+        open("memory://", StorageOptions::default()).await.unwrap(),
+    )
+}
+
 async fn redis() -> (RedisServer, Arc<dyn Storage>) {
     let server = RedisServer::start();
     let s = open(&server.url(), StorageOptions::default())
@@ -41,6 +48,18 @@ macro_rules! conformance {
 
 conformance!(
     embedded,
+    roundtrip_overwrite_delete,
+    empty_value_is_not_missing,
+    binary_keys_and_values,
+    values_up_to_the_limit,
+    batch_of_ten_thousand,
+    prefix_scan_of_one_hundred_thousand,
+    prefix_scan_escapes_globs,
+    lww_merge_keeps_newest,
+);
+
+conformance!(
+    memory,
     roundtrip_overwrite_delete,
     empty_value_is_not_missing,
     binary_keys_and_values,

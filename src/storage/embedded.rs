@@ -227,4 +227,9 @@ impl Storage for EmbeddedStorage {
     async fn ping(&self) -> Result<(), StorageError> {
         self.read("ping", |_| Ok(())).await
     }
+
+    /// One redb write transaction per batch: all or nothing.
+    fn atomic_batches(&self) -> bool {
+        true
+    }
 }

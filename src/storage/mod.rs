@@ -2,20 +2,24 @@
 //!
 //! The engine talks to storage only through [`Storage`]. Backends are chosen
 //! by URL ([`open`]): `file://PATH` (embedded, the default), `redis://host:port`,
-//! `redis+cluster://h1:p1,h2:p2`. Every backend passes the same conformance
+//! `redis+cluster://h1:p1,h2:p2`, and `memory://` (tests and benchmarks only). Every backend passes the same conformance
 //! suite (`tests/storage_conformance.rs`).
 
+mod anna;
 mod embedded;
 mod error;
 mod lww;
+mod memory;
 mod redis_cluster;
 mod redis_common;
 mod redis_single;
 mod url;
 
+pub use anna::AnnaStorage;
 pub use embedded::EmbeddedStorage;
 pub use error::StorageError;
 pub use lww::lww_timestamp;
+pub use memory::MemoryStorage;
 pub use redis_cluster::RedisClusterStorage;
 pub use redis_single::RedisStorage;
 pub use url::{
@@ -78,4 +82,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     /// Checks that the backend answers (used at start-up and by health checks).
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Whether `put_many` is all-or-nothing (then a commit writes its data
+    /// and its commit record in one round trip). Default: no.
+    fn atomic_batches(&self) -> bool {
+        false
+    }
 }

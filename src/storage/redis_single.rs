@@ -190,6 +190,11 @@ impl Storage for RedisStorage {
         .map(|_| ())
     }
 
+    /// `put_many` runs in MULTI/EXEC: all or nothing.
+    fn atomic_batches(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         let mut conn = self.conn.clone();
         with_timeout(

@@ -57,6 +57,12 @@ pub enum StorageUrl {
     /// `redis+cluster://h1:p1,h2:p2`: a Redis Cluster, given by seed nodes
     /// (each a `redis://` URL after parsing).
     RedisCluster(Vec<String>),
+    /// `memory://`: in-process, not durable (tests and benchmarks).
+    Memory,
+    // --- Anna backend (owned by the anna-client work) ---
+    /// `anna://routing-host[:port]`: Anna KVS through its routing node
+    /// (port 6450 by default); holds `routing-host[:port]`.
+    Anna(String),
 }
 
 impl StorageUrl {
@@ -66,6 +72,9 @@ impl StorageUrl {
             url: redact(url),
             reason: reason.to_string(),
         };
+        if url == "memory://" {
+            return Ok(StorageUrl::Memory);
+        }
         if let Some(path) = url.strip_prefix("file://") {
             if path.is_empty() {
                 return Err(invalid("file:// needs a directory path"));
@@ -98,8 +107,16 @@ impl StorageUrl {
             }
             return Ok(StorageUrl::RedisCluster(seeds));
         }
+        // --- Anna backend (owned by the anna-client work) ---
+        if let Some(host) = url.strip_prefix("anna://") {
+            let host = host.trim_end_matches('/');
+            if host.is_empty() || host.contains(['/', '@', ',', '?']) {
+                return Err(invalid("anna:// needs routing-host[:port]"));
+            }
+            return Ok(StorageUrl::Anna(host.to_string()));
+        }
         Err(invalid(
-            "unknown scheme (expected file://, redis://, redis+cluster://)",
+            "unknown scheme (expected file://, redis://, redis+cluster://, memory://, anna://)",
         ))
     }
 }
@@ -122,10 +139,12 @@ pub fn redact(url: &str) -> String {
 pub async fn open(url: &str, options: StorageOptions) -> Result<Arc<dyn Storage>, StorageError> {
     let storage: Arc<dyn Storage> = match StorageUrl::parse(url)? {
         StorageUrl::Embedded(path) => Arc::new(EmbeddedStorage::open(&path, options)?),
+        StorageUrl::Memory => Arc::new(super::MemoryStorage::new(options)),
         StorageUrl::Redis(url) => Arc::new(RedisStorage::connect(&url, options).await?),
         StorageUrl::RedisCluster(seeds) => {
             Arc::new(RedisClusterStorage::connect(&seeds, options).await?)
         }
+        StorageUrl::Anna(host) => Arc::new(super::AnnaStorage::connect(&host, options).await?),
     };
     storage
         .ping()

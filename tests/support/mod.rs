@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod faulty;
 pub mod redis;
+pub mod workload;

@@ -1,0 +1,318 @@
+//! The committed-version index: per key, its committed versions in order;
+//! per transaction, its write set. Plus local garbage collection.
+//!
+//! # Concurrency
+//! One `parking_lot::RwLock` guards the whole index. Readers (read
+//! selection, one per transactional read) hold the read lock for the few
+//! comparisons the read rule makes; writers (install of a commit, a GC pass)
+//! hold the write lock for work proportional to the commit's write set or
+//! to the versions dropped. No I/O ever happens under the lock.
+//!
+//! # Garbage collection
+//! Every install gets an increasing sequence number. A version stops being
+//! the newest of its key at some install (`superseded_seq`; a version
+//! installed below a newer one is superseded at its own install). A running
+//! transaction only ever needs versions that were the newest of their key at
+//! some point during its life, so a superseded version can be dropped once
+//! every running transaction started at or after its `superseded_seq`.
+//! The newest version of a key is never dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard};
+
+use super::Version;
+
+/// A version of a key in the index.
+#[derive(Debug, Clone)]
+pub struct VersionEntry {
+    /// The version.
+    pub version: Version,
+    /// Install sequence at which this stopped being the newest (`u64::MAX` while newest).
+    superseded_seq: u64,
+}
+
+/// What the index keeps about a committed transaction.
+#[derive(Debug, Clone)]
+pub struct CommittedTxn {
+    /// Its commit timestamp.
+    pub timestamp: u64,
+    /// Every key it wrote.
+    pub write_set: Arc<[String]>,
+    live_versions: usize,
+}
+
+/// A commit to install: the metadata of its commit record.
+#[derive(Debug, Clone)]
+pub struct CommitMeta {
+    /// Transaction id.
+    pub tid: Arc<str>,
+    /// Commit timestamp.
+    pub timestamp: u64,
+    /// Keys written.
+    pub write_set: Arc<[String]>,
+    /// Keys whose pre-commit plain value was saved as the base version.
+    pub base_keys: Vec<String>,
+}
+
+impl CommitMeta {
+    /// The version every key of this commit gets.
+    pub fn version(&self) -> Version {
+        Version::new(self.timestamp, Arc::clone(&self.tid))
+    }
+}
+
+/// What a GC pass removed from the index; the caller deletes the data.
+#[derive(Debug, Default)]
+pub struct GcOutcome {
+    /// `(key, version)` pairs dropped from the index.
+    pub dropped: Vec<(String, Version)>,
+    /// Transactions none of whose versions remain: their commit records can go.
+    pub retired_txns: Vec<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    keys: HashMap<String, Vec<VersionEntry>>,
+    txns: HashMap<Arc<str>, CommittedTxn>,
+    seq: u64,
+    /// Superseded versions in order of `superseded_seq` (never decreasing).
+    superseded: VecDeque<(u64, String, Version)>,
+    version_count: usize,
+}
+
+/// The committed-version index. Share it behind an `Arc`.
+#[derive(Default)]
+pub struct VersionIndex {
+    inner: RwLock<Inner>,
+}
+
+/// A consistent read-only view of the index (holds the read lock: keep it short).
+pub struct IndexView<'a> {
+    inner: RwLockReadGuard<'a, Inner>,
+}
+
+impl IndexView<'_> {
+    /// The versions of `key`, oldest first (empty if none is known).
+    pub fn versions(&self, key: &str) -> &[VersionEntry] {
+        self.inner.keys.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The write set of a committed transaction (empty for the base version).
+    pub fn write_set(&self, tid: &str) -> &[String] {
+        self.inner
+            .txns
+            .get(tid)
+            .map(|t| &*t.write_set)
+            .unwrap_or(&[])
+    }
+
+    /// What the index knows of a committed transaction.
+    pub fn txn(&self, tid: &str) -> Option<&CommittedTxn> {
+        self.inner.txns.get(tid)
+    }
+}
+
+impl VersionIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A read view.
+    pub fn view(&self) -> IndexView<'_> {
+        IndexView {
+            inner: self.inner.read(),
+        }
+    }
+
+    /// The current install sequence (a transaction starting now records it).
+    pub fn current_seq(&self) -> u64 {
+        self.inner.read().seq
+    }
+
+    /// Whether the index holds (some versions of) transaction `tid`.
+    pub fn contains_txn(&self, tid: &str) -> bool {
+        self.inner.read().txns.contains_key(tid)
+    }
+
+    /// Number of keys and of versions held (for metrics and GC tests).
+    pub fn size(&self) -> (usize, usize) {
+        let inner = self.inner.read();
+        (inner.keys.len(), inner.version_count)
+    }
+
+    /// Installs a committed transaction; returns whether it was new.
+    /// Idempotent: installing a transaction the index holds is a no-op.
+    pub fn install(&self, commit: &CommitMeta) -> bool {
+        let mut inner = self.inner.write();
+        if inner.txns.contains_key(&commit.tid) {
+            return false;
+        }
+        inner.seq += 1;
+        let seq = inner.seq;
+        let version = commit.version();
+        let Inner {
+            keys,
+            superseded,
+            version_count,
+            ..
+        } = &mut *inner;
+        for key in commit.write_set.iter() {
+            let versions = keys.entry(key.clone()).or_default();
+            if versions.is_empty() && commit.base_keys.iter().any(|b| b == key) {
+                versions.push(VersionEntry {
+                    version: Version::base(),
+                    superseded_seq: u64::MAX,
+                });
+                *version_count += 1;
+            }
+            let pos = versions.partition_point(|e| e.version < version);
+            if versions.get(pos).is_some_and(|e| e.version == version) {
+                continue;
+            }
+            let newest = pos == versions.len();
+            if newest {
+                if let Some(prev) = versions.last_mut() {
+                    prev.superseded_seq = seq;
+                    superseded.push_back((seq, key.clone(), prev.version.clone()));
+                }
+            } else {
+                superseded.push_back((seq, key.clone(), version.clone()));
+            }
+            versions.insert(
+                pos,
+                VersionEntry {
+                    version: version.clone(),
+                    superseded_seq: if newest { u64::MAX } else { seq },
+                },
+            );
+            *version_count += 1;
+        }
+        inner.txns.insert(
+            Arc::clone(&commit.tid),
+            CommittedTxn {
+                timestamp: commit.timestamp,
+                write_set: Arc::clone(&commit.write_set),
+                live_versions: commit.write_set.len(),
+            },
+        );
+        true
+    }
+
+    /// Drops every superseded version that no running transaction can need:
+    /// those superseded at or before `min_running_start_seq` (the smallest
+    /// start sequence of any running transaction, or the current sequence
+    /// when none runs).
+    pub fn collect(&self, min_running_start_seq: u64) -> GcOutcome {
+        let mut inner = self.inner.write();
+        let mut outcome = GcOutcome::default();
+        while inner
+            .superseded
+            .front()
+            .is_some_and(|(seq, _, _)| *seq <= min_running_start_seq)
+        {
+            let Some((_, key, version)) = inner.superseded.pop_front() else {
+                break;
+            };
+            let Inner {
+                keys,
+                txns,
+                version_count,
+                ..
+            } = &mut *inner;
+            if let Some(versions) = keys.get_mut(&key) {
+                if let Ok(pos) = versions.binary_search_by(|e| e.version.cmp(&version)) {
+                    versions.remove(pos);
+                    *version_count -= 1;
+                }
+            }
+            if !version.is_base() {
+                if let Some(txn) = txns.get_mut(&*version.tid) {
+                    txn.live_versions = txn.live_versions.saturating_sub(1);
+                    if txn.live_versions == 0 {
+                        txns.remove(&*version.tid);
+                        outcome.retired_txns.push(Arc::clone(&version.tid));
+                    }
+                }
+            }
+            outcome.dropped.push((key, version));
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(tid: &str, ts: u64, keys: &[&str]) -> CommitMeta {
+        CommitMeta {
+            tid: tid.into(),
+            timestamp: ts,
+            write_set: keys.iter().map(|k| k.to_string()).collect(),
+            base_keys: Vec::new(),
+        }
+    }
+
+    fn tids(index: &VersionIndex, key: &str) -> Vec<String> {
+        index
+            .view()
+            .versions(key)
+            .iter()
+            .map(|e| e.version.tid.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn versions_stay_ordered_even_when_installed_out_of_order() {
+        let index = VersionIndex::new();
+        assert!(index.install(&commit("b", 20, &["k"])));
+        assert!(index.install(&commit("a", 10, &["k", "l"])));
+        assert!(index.install(&commit("c", 30, &["k"])));
+        assert!(
+            !index.install(&commit("c", 30, &["k"])),
+            "reinstall is a no-op"
+        );
+        assert_eq!(tids(&index, "k"), ["a", "b", "c"]);
+        assert_eq!(index.view().write_set("a"), ["k", "l"]);
+        assert_eq!(index.size(), (2, 4));
+    }
+
+    #[test]
+    fn gc_keeps_the_newest_and_what_running_transactions_may_need() {
+        let index = VersionIndex::new();
+        index.install(&commit("a", 10, &["k", "l"])); // seq 1
+        let reader_start = index.current_seq(); // a reader starts at seq 1
+        index.install(&commit("b", 20, &["k"])); // seq 2: a's k superseded
+        index.install(&commit("c", 30, &["k"])); // seq 3: b's k superseded
+        let out = index.collect(reader_start);
+        assert!(
+            out.dropped.is_empty(),
+            "reader started before both supersedes"
+        );
+        assert_eq!(tids(&index, "k"), ["a", "b", "c"]);
+
+        let out = index.collect(2);
+        assert_eq!(out.dropped, vec![("k".to_string(), Version::new(10, "a"))]);
+        assert!(out.retired_txns.is_empty(), "a still has l");
+        let out = index.collect(index.current_seq());
+        assert_eq!(out.dropped, vec![("k".to_string(), Version::new(20, "b"))]);
+        assert_eq!(out.retired_txns, vec![Arc::<str>::from("b")]);
+        assert_eq!(tids(&index, "k"), ["c"]);
+        assert_eq!(tids(&index, "l"), ["a"]);
+    }
+
+    #[test]
+    fn base_version_sits_below_the_first_commit() {
+        let index = VersionIndex::new();
+        let mut first = commit("a", 10, &["k"]);
+        first.base_keys = vec!["k".into()];
+        index.install(&first);
+        assert_eq!(tids(&index, "k"), ["~base", "a"]);
+        let out = index.collect(index.current_seq());
+        assert_eq!(out.dropped, vec![("k".to_string(), Version::base())]);
+        assert!(out.retired_txns.is_empty());
+    }
+}

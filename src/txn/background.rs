@@ -1,0 +1,65 @@
+//! The engine's background tasks: GC with the lease reaper, and the orphan sweep.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::engine::Engine;
+
+/// Handles of the background tasks; dropping it stops them.
+#[derive(Debug)]
+pub struct BackgroundTasks {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for handle in &self.handles {
+            handle.abort();
+        }
+    }
+}
+
+impl Engine {
+    /// Starts GC + lease reaping (every `gc_interval`) and the orphan sweep
+    /// (every `orphan_sweep_interval`, first right away). They hold only a
+    /// weak reference, so they also stop when the engine is dropped.
+    pub fn spawn_background(self: &Arc<Self>) -> BackgroundTasks {
+        let gc = {
+            let engine = Arc::downgrade(self);
+            let every = self.config.gc_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    engine.reap_expired();
+                    engine.collect_garbage().await;
+                    engine
+                        .metrics
+                        .cache_bytes
+                        .set(engine.cache.weighted_bytes() as i64);
+                }
+            })
+        };
+        let sweep = {
+            let engine = Arc::downgrade(self);
+            let every = self.config.orphan_sweep_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    engine.sweep_orphans().await;
+                }
+            })
+        };
+        BackgroundTasks {
+            handles: vec![gc, sweep],
+        }
+    }
+}

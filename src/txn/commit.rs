@@ -1,0 +1,368 @@
+//! The commit protocol.
+//!
+//! 1. Phase one: every upstream node that buffers writes of the transaction
+//!    persists them (`Remote::prepare`); this node writes its own buffered
+//!    values, each at its version key `aft/d/<tid>/<key>`, in one batch,
+//!    plus the base values of keys written for the first time.
+//! 2. The commit record `aft/c/<tid>` is written: the commit point. Where
+//!    the backend's batches are atomic, data and record go in one batch.
+//! 3. The version index installs the commit, the client is answered, the
+//!    upstream nodes learn the outcome, and the new values are published to
+//!    their plain keys in the background.
+//!
+//! Any failure before the commit point aborts: upstream nodes are told,
+//! written data is deleted (or collected later as an orphan). If the commit
+//! record write itself fails, its outcome is settled by reading it back; a
+//! transaction reported aborted has its record deleted (fenced) so it can
+//! never surface later.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use tracing::{info_span, warn, Instrument};
+
+use super::engine::Engine;
+use super::keys::{commit_record_key, data_key, data_key_for_tid};
+use super::outcome::Outcome;
+use super::transaction::Phase;
+use super::TxnError;
+use crate::meta::{CommitMeta, Version, VersionedKey};
+use crate::metrics::Metrics;
+use crate::proto::anna::LwwValue;
+use crate::proto::records::CommitRecord;
+use crate::storage::Storage;
+
+/// Current format of commit records.
+pub const COMMIT_RECORD_FORMAT: u32 = 1;
+
+/// What the commit of one transaction has to write.
+struct CommitPlan {
+    local: BTreeMap<String, Bytes>,
+    /// Upstream node -> keys it must persist.
+    remote: BTreeMap<String, Vec<String>>,
+}
+
+impl CommitPlan {
+    fn write_set(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.local.keys().cloned().collect();
+        keys.extend(self.remote.values().flatten().cloned());
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+impl Engine {
+    /// Commits transaction `tid` and answers how it ended.
+    ///
+    /// Idempotent: a retry answers the first outcome. A transaction unknown
+    /// here is committed iff its commit record exists in storage. `Ok` with
+    /// `Outcome::Aborted` means nothing of the transaction is or will become
+    /// visible; `Outcome::Committed` is returned only once the commit record
+    /// is durable.
+    pub async fn commit(&self, tid: &str) -> Result<Outcome, TxnError> {
+        if let Some(outcome) = self.outcomes.lock().get(tid) {
+            return Ok(outcome);
+        }
+        let slot = self.txns.lock().get(tid).cloned();
+        let Some(slot) = slot else {
+            return Ok(match self.commit_record_exists(tid).await {
+                Ok(Some(timestamp)) => Outcome::Committed { timestamp },
+                Ok(None) => Outcome::Aborted {
+                    reason: "unknown transaction".into(),
+                },
+                Err(e) => Outcome::Aborted {
+                    reason: format!("unknown transaction ({e})"),
+                },
+            });
+        };
+        let plan = {
+            let mut txn = slot.lock();
+            match &txn.phase {
+                Phase::Committing => None,
+                Phase::Failed(reason) => {
+                    let reason = reason.clone();
+                    drop(txn);
+                    return Ok(self.finish(tid, Outcome::Aborted { reason }));
+                }
+                Phase::Running => {
+                    txn.phase = Phase::Committing;
+                    let local = std::mem::take(&mut txn.writes);
+                    let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                    for (key, node) in &txn.upstream_writes {
+                        if !local.contains_key(key) {
+                            remote.entry(node.clone()).or_default().push(key.clone());
+                        }
+                    }
+                    for node in &txn.upstream {
+                        remote.entry(node.clone()).or_default();
+                    }
+                    Some(CommitPlan { local, remote })
+                }
+            }
+        };
+        let Some(plan) = plan else {
+            return Ok(self.await_outcome(tid).await);
+        };
+        let started = Instant::now();
+        let outcome = self
+            .run_commit(tid, plan)
+            .instrument(info_span!("commit", tid = %tid))
+            .await;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(self.finish(tid, outcome))
+    }
+
+    /// Waits for a concurrent commit of `tid` to finish.
+    async fn await_outcome(&self, tid: &str) -> Outcome {
+        let deadline = Instant::now() + self.storage_deadline() * 4;
+        loop {
+            if let Some(outcome) = self.outcomes.lock().get(tid) {
+                return outcome;
+            }
+            if Instant::now() > deadline {
+                return Outcome::Aborted {
+                    reason: "commit still in progress".into(),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn storage_deadline(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    async fn run_commit(&self, tid: &str, plan: CommitPlan) -> Outcome {
+        let write_set = plan.write_set();
+        if write_set.is_empty() && plan.remote.is_empty() {
+            return Outcome::Committed {
+                timestamp: self.clock.next(),
+            };
+        }
+        let timestamp = self.clock.next();
+        if let Err(e) = self.prepare_upstream(tid, timestamp, &plan).await {
+            return self
+                .abort_commit(tid, &plan, &write_set, e.to_string())
+                .await;
+        }
+
+        // Keys with no committed version yet: save their plain value as the base.
+        let base_keys: Vec<String> = {
+            let view = self.index.view();
+            write_set
+                .iter()
+                .filter(|k| view.versions(k).is_empty())
+                .cloned()
+                .collect()
+        };
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if !base_keys.is_empty() {
+            let plain_keys: Vec<Vec<u8>> =
+                base_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+            match self.storage.get_many(&plain_keys).await {
+                Ok(values) => {
+                    for (key, value) in base_keys.iter().zip(values) {
+                        if let Some(value) = value {
+                            entries.push((data_key(&Version::base(), key), value));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let reason = TxnError::storage(tid, e).to_string();
+                    return self.abort_commit(tid, &plan, &write_set, reason).await;
+                }
+            }
+        }
+        for (key, value) in &plan.local {
+            entries.push((data_key_for_tid(tid, key), value.to_vec()));
+        }
+        let record = CommitRecord {
+            format_version: COMMIT_RECORD_FORMAT,
+            tid: tid.to_string(),
+            timestamp,
+            write_set: write_set.clone(),
+            coordinator: self.config.node_address.clone(),
+            base_keys: base_keys.clone(),
+        }
+        .encode_to_vec();
+        let record_key = commit_record_key(tid);
+
+        let record_write = if self.storage.atomic_batches() {
+            entries.push((record_key, record));
+            self.storage.put_many(&entries).await
+        } else {
+            if let Err(e) = self.storage.put_many(&entries).await {
+                let reason = TxnError::storage(tid, e).to_string();
+                return self.abort_commit(tid, &plan, &write_set, reason).await;
+            }
+            self.storage.put(&record_key, &record).await
+        };
+        if let Err(e) = record_write {
+            // The record may or may not have landed: read it back.
+            match self.commit_record_exists(tid).await {
+                Ok(Some(_)) => {}
+                _ => {
+                    let reason = TxnError::storage(tid, e).to_string();
+                    return self.abort_commit(tid, &plan, &write_set, reason).await;
+                }
+            }
+        }
+
+        // Committed. Install, answer, tell participants, publish.
+        let meta = CommitMeta {
+            tid: Arc::from(tid),
+            timestamp,
+            write_set: write_set.clone().into(),
+            base_keys,
+        };
+        self.index.install(&meta);
+        let version = meta.version();
+        for (key, value) in &plan.local {
+            self.cache.insert(
+                VersionedKey {
+                    key: Arc::from(key.as_str()),
+                    version: version.clone(),
+                },
+                Some(value.clone()),
+            );
+        }
+        let outcome = Outcome::Committed { timestamp };
+        self.decide_upstream(tid, &plan, &outcome, &write_set).await;
+        spawn_publish(
+            Arc::clone(&self.storage),
+            self.metrics.clone(),
+            timestamp,
+            plan.local.clone(),
+        );
+        outcome
+    }
+
+    /// Phase one on every upstream node, concurrently.
+    async fn prepare_upstream(
+        &self,
+        tid: &str,
+        timestamp: u64,
+        plan: &CommitPlan,
+    ) -> Result<(), TxnError> {
+        if plan.remote.is_empty() {
+            return Ok(());
+        }
+        let Some(remote) = &self.remote else {
+            return Err(TxnError::Peer {
+                tid: tid.to_string(),
+                peer: plan.remote.keys().cloned().collect::<Vec<_>>().join(","),
+                reason: "no peer layer configured".into(),
+            });
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for (node, keys) in &plan.remote {
+            let (remote, node, keys, tid) = (
+                Arc::clone(remote),
+                node.clone(),
+                keys.clone(),
+                tid.to_string(),
+            );
+            tasks.spawn(async move { remote.prepare(&node, &tid, timestamp, &keys).await });
+        }
+        while let Some(result) = tasks.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(join) => {
+                    return Err(TxnError::Peer {
+                        tid: tid.to_string(),
+                        peer: "?".into(),
+                        reason: join.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells every upstream node the outcome (best effort: a participant
+    /// that misses it learns a commit from gossip and the commit record, and
+    /// an abort from its lease and the orphan sweep).
+    async fn decide_upstream(
+        &self,
+        tid: &str,
+        plan: &CommitPlan,
+        outcome: &Outcome,
+        write_set: &[String],
+    ) {
+        let Some(remote) = &self.remote else { return };
+        let mut tasks = tokio::task::JoinSet::new();
+        for node in plan.remote.keys() {
+            let (remote, node, tid, outcome, write_set) = (
+                Arc::clone(remote),
+                node.clone(),
+                tid.to_string(),
+                outcome.clone(),
+                write_set.to_vec(),
+            );
+            tasks.spawn(async move {
+                if let Err(e) = remote.decide(&node, &tid, &outcome, &write_set).await {
+                    warn!(tid = %tid, peer = %node, error = %e, "could not deliver commit decision");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Aborts a commit that failed before its commit point: fences the commit
+    /// record, deletes the data written, tells upstream nodes.
+    async fn abort_commit(
+        &self,
+        tid: &str,
+        plan: &CommitPlan,
+        write_set: &[String],
+        reason: String,
+    ) -> Outcome {
+        warn!(tid = %tid, %reason, "commit failed before its commit point; aborting");
+        let outcome = Outcome::Aborted { reason };
+        self.decide_upstream(tid, plan, &outcome, write_set).await;
+        let mut garbage: Vec<Vec<u8>> = vec![commit_record_key(tid)];
+        garbage.extend(write_set.iter().map(|k| data_key_for_tid(tid, k)));
+        if let Err(e) = self.storage.delete_many(&garbage).await {
+            warn!(tid = %tid, error = %e, "cleanup of aborted commit failed; retrying in GC");
+            self.pending_deletes.lock().extend(garbage);
+        }
+        outcome
+    }
+}
+
+/// Publishes committed values to their plain keys (LWW with the commit
+/// timestamp) so readers outside the sidecar see them. Never a source of
+/// truth for transactions; failures are counted and logged.
+fn spawn_publish(
+    storage: Arc<dyn Storage>,
+    metrics: Metrics,
+    timestamp: u64,
+    values: BTreeMap<String, Bytes>,
+) {
+    tokio::spawn(async move {
+        for (key, payload) in values {
+            let Ok(lww) = LwwValue::decode(payload.as_ref()) else {
+                continue;
+            };
+            let published = LwwValue {
+                timestamp,
+                value: lww.value,
+            }
+            .encode_to_vec();
+            if let Err(e) = storage
+                .merge_lww(key.as_bytes(), timestamp, &published)
+                .await
+            {
+                metrics.publish_failures.inc();
+                warn!(key = %key, error = %e, "publishing a committed value to its plain key failed");
+            }
+        }
+    });
+}

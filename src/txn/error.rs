@@ -1,0 +1,111 @@
+//! Typed transaction errors.
+
+use crate::storage::StorageError;
+
+/// Why a transactional call failed. Each variant names the transaction (and
+/// key, where there is one) so a log line says what went wrong where.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// No transaction with this id is known here (never started, or expired
+    /// and forgotten, or the sidecar restarted).
+    #[error("unknown transaction `{tid}`")]
+    UnknownTransaction {
+        /// The transaction id.
+        tid: String,
+    },
+    /// The transaction already committed or aborted.
+    #[error("transaction `{tid}` has already ended ({outcome})")]
+    Ended {
+        /// The transaction id.
+        tid: String,
+        /// How it ended.
+        outcome: &'static str,
+    },
+    /// The transaction failed earlier (e.g. its upstream node could not be
+    /// reached, its lease expired); it can only abort.
+    #[error("transaction `{tid}` has failed: {reason}")]
+    Failed {
+        /// The transaction id.
+        tid: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The transaction is committing; no more reads or writes.
+    #[error("transaction `{tid}` is committing")]
+    Committing {
+        /// The transaction id.
+        tid: String,
+    },
+    /// A value is larger than the configured limit.
+    #[error("value of {size} bytes for key `{key}` exceeds the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The key.
+        key: String,
+        /// The value's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The transaction's buffered writes would exceed the per-transaction limit.
+    #[error("transaction `{tid}` would buffer {size} bytes, over the limit of {limit} bytes")]
+    WriteSetTooLarge {
+        /// The transaction id.
+        tid: String,
+        /// The size it would reach.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many transactions are open on this node.
+    #[error("too many open transactions (limit {limit})")]
+    TooManyTransactions {
+        /// The limit.
+        limit: usize,
+    },
+    /// No committed version of the key is consistent with what the
+    /// transaction already read (a needed version is gone).
+    #[error("transaction `{tid}`: no version of `{key}` is consistent with its earlier reads")]
+    NoConsistentVersion {
+        /// The transaction id.
+        tid: String,
+        /// The key.
+        key: String,
+    },
+    /// A storage call failed.
+    #[error("transaction `{tid}`: {source}")]
+    Storage {
+        /// The transaction id (empty for non-transactional calls).
+        tid: String,
+        /// The storage error.
+        #[source]
+        source: StorageError,
+    },
+    /// A call to another sidecar failed.
+    #[error("transaction `{tid}`: peer `{peer}`: {reason}")]
+    Peer {
+        /// The transaction id.
+        tid: String,
+        /// The peer's address.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A record read back from storage could not be decoded.
+    #[error("corrupt record at `{key}`: {reason}")]
+    CorruptRecord {
+        /// The storage key (lossy UTF-8).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl TxnError {
+    /// Wraps a storage error with the transaction it happened in.
+    pub fn storage(tid: &str, source: StorageError) -> Self {
+        TxnError::Storage {
+            tid: tid.to_string(),
+            source,
+        }
+    }
+}

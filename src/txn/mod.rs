@@ -1,0 +1,65 @@
+//! Read-atomic transactions: the engine, the read rule, the commit protocol,
+//! garbage collection and recovery.
+//!
+//! Nothing here knows about ZeroMQ or peers: other sidecars are reached only
+//! through the [`Remote`] trait.
+
+mod background;
+mod commit;
+mod config;
+mod engine;
+mod error;
+mod gc;
+pub mod keys;
+mod outcome;
+pub mod read_rule;
+mod recovery;
+mod remote;
+mod transaction;
+
+pub use background::BackgroundTasks;
+pub use commit::COMMIT_RECORD_FORMAT;
+pub use config::EngineConfig;
+pub use engine::{Engine, ReadValue, Started};
+pub use error::TxnError;
+pub use outcome::{Outcome, OutcomeLog};
+pub use recovery::decode_commit_record;
+pub use remote::{Remote, UpstreamState};
+pub use transaction::{Phase, Transaction};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::meta::{HybridClock, ValueCache, VersionIndex};
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+impl Engine {
+    /// Opens the engine over `storage`: rebuilds the committed-version index
+    /// from the commit records there and collects what recovery finds
+    /// superseded. Background work (GC, lease reaper, orphan sweep) starts
+    /// with [`Engine::spawn_background`].
+    pub async fn open(
+        storage: Arc<dyn Storage>,
+        config: EngineConfig,
+        metrics: Metrics,
+        remote: Option<Arc<dyn Remote>>,
+    ) -> Result<Arc<Engine>, TxnError> {
+        let engine = Arc::new(Engine {
+            storage,
+            index: VersionIndex::new(),
+            cache: ValueCache::new(config.cache_bytes),
+            clock: HybridClock::new(),
+            txns: Mutex::new(HashMap::new()),
+            outcomes: Mutex::new(OutcomeLog::new(config.outcome_retention)),
+            config,
+            metrics,
+            remote,
+            pending_deletes: Mutex::new(Vec::new()),
+        });
+        engine.recover().await?;
+        Ok(engine)
+    }
+}

@@ -1,0 +1,86 @@
+//! The read-atomic read rule (DESIGN.md, "Read selection").
+//!
+//! For a read of `key` by a transaction whose read set is `reads` and whose
+//! lower bounds are `lower`, choose the newest committed version `v` of
+//! `key` such that
+//! - (lower bound) `v` is not older than any version of `key` written by a
+//!   transaction the reader already read from (`lower[key]`), and
+//! - (upper bound) for every key `l` that `v`'s transaction also wrote and
+//!   that the reader already read, the reader's read of `l` is not older
+//!   than `v`.
+//!
+//! Own buffered writes and repeated reads are handled by the caller before
+//! this rule runs. The scan walks versions from the newest down and stops
+//! at the lower bound (found by binary search), so a read costs O(log n)
+//! plus the versions it must skip, each checked in O(write set).
+
+use std::collections::HashMap;
+
+use crate::meta::{IndexView, Version};
+
+/// The outcome of the read rule for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Read this committed version.
+    Version(Version),
+    /// The key has no committed version: read its plain value (the base).
+    Plain,
+    /// Versions exist but none satisfies both bounds (a needed version was
+    /// collected, or the reader's lower bound names a version not installed).
+    NoneAllowed,
+}
+
+/// Applies the read rule. `reads`: key -> version read; `lower`: key -> the
+/// newest version of that key written by a transaction already read from.
+pub fn select_version(
+    index: &IndexView<'_>,
+    key: &str,
+    reads: &HashMap<String, Version>,
+    lower: &HashMap<String, Version>,
+) -> Selection {
+    let versions = index.versions(key);
+    let floor = lower.get(key);
+    if versions.is_empty() {
+        return match floor {
+            Some(bound) if !bound.is_base() => Selection::NoneAllowed,
+            _ => Selection::Plain,
+        };
+    }
+    let start = floor.map_or(0, |bound| versions.partition_point(|e| e.version < *bound));
+    for entry in versions[start..].iter().rev() {
+        let candidate = &entry.version;
+        let fractures = !candidate.is_base()
+            && index
+                .write_set(&candidate.tid)
+                .iter()
+                .any(|other| other != key && reads.get(other).is_some_and(|read| read < candidate));
+        if !fractures {
+            return Selection::Version(candidate.clone());
+        }
+    }
+    Selection::NoneAllowed
+}
+
+/// Records a read of `version` of `key` in the read set and raises the lower
+/// bounds of every key `version`'s transaction also wrote.
+pub fn record_read(
+    index: &IndexView<'_>,
+    key: &str,
+    version: &Version,
+    reads: &mut HashMap<String, Version>,
+    lower: &mut HashMap<String, Version>,
+) {
+    reads.insert(key.to_string(), version.clone());
+    if version.is_base() {
+        return;
+    }
+    for other in index.write_set(&version.tid) {
+        match lower.get_mut(other) {
+            Some(bound) if *bound >= *version => {}
+            Some(bound) => *bound = version.clone(),
+            None => {
+                lower.insert(other.clone(), version.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The engine's view of other sidecars: a small trait the peer layer
+//! implements, so nothing under `txn/` depends on the transport and tests
+//! can drive the engine with an in-process fake.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::outcome::Outcome;
+use super::transaction::Transaction;
+use super::TxnError;
+use crate::meta::Version;
+
+/// What an upstream node knows of a transaction (its DAG functions so far).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamState {
+    /// Read set: key -> version read.
+    pub reads: Vec<(String, Version)>,
+    /// Lower bounds: key -> newest version written by a transaction read from.
+    pub lower: Vec<(String, Version)>,
+    /// Keys buffered upstream, with the node that buffers each.
+    pub buffered: Vec<(String, String)>,
+    /// Every node upstream that holds buffered writes (commit participants).
+    pub upstream_nodes: Vec<String>,
+}
+
+impl UpstreamState {
+    /// A local transaction continuing this state; `upstream` is the node it came from.
+    pub(crate) fn into_transaction(self, tid: &str, upstream: &str) -> Transaction {
+        let mut txn = Transaction::new(Arc::from(tid), 0);
+        txn.reads = self.reads.into_iter().collect();
+        txn.lower = self.lower.into_iter().collect();
+        txn.upstream_writes = self.buffered.into_iter().collect();
+        txn.upstream = self.upstream_nodes;
+        if !txn.upstream.iter().any(|n| n == upstream) {
+            txn.upstream.push(upstream.to_string());
+        }
+        txn
+    }
+}
+
+/// Calls to other sidecars that the engine needs. Every call has a timeout
+/// and fails with [`TxnError::Peer`] naming the peer.
+#[async_trait]
+pub trait Remote: Send + Sync + 'static {
+    /// Fetches transaction `tid`'s state from `node`.
+    async fn fetch_transaction(&self, node: &str, tid: &str) -> Result<UpstreamState, TxnError>;
+
+    /// Reads the value `tid` buffered for `key` on `node`.
+    async fn read_buffered(
+        &self,
+        node: &str,
+        tid: &str,
+        key: &str,
+    ) -> Result<Option<Bytes>, TxnError>;
+
+    /// Asks `node` to persist the values `tid` buffered there for `keys`
+    /// (phase one of the commit). `Ok` means they are durable.
+    async fn prepare(
+        &self,
+        node: &str,
+        tid: &str,
+        timestamp: u64,
+        keys: &[String],
+    ) -> Result<(), TxnError>;
+
+    /// Tells `node` how `tid` ended; `write_set` is the whole transaction's.
+    async fn decide(
+        &self,
+        node: &str,
+        tid: &str,
+        outcome: &Outcome,
+        write_set: &[String],
+    ) -> Result<(), TxnError>;
+}

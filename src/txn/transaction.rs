@@ -1,0 +1,109 @@
+//! One running transaction's state on this node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::TxnError;
+use crate::meta::Version;
+
+/// Where a running transaction is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Reads and writes are accepted.
+    Running,
+    /// Commit has begun; reads and writes are refused.
+    Committing,
+    /// Failed (upstream unreachable, storage error, ...); it can only abort.
+    Failed(String),
+}
+
+/// A transaction's state: its read set, lower bounds and write buffer.
+///
+/// Guarded by its own mutex (held for in-memory work only, never across I/O).
+#[derive(Debug)]
+pub struct Transaction {
+    /// Transaction id.
+    pub id: Arc<str>,
+    /// Index install sequence when it started here (bounds what GC may drop).
+    pub start_seq: u64,
+    /// Phase.
+    pub phase: Phase,
+    /// Buffered writes: key -> serialized `LWWValue` as the client sent it.
+    pub writes: BTreeMap<String, Bytes>,
+    /// Bytes buffered in `writes`.
+    pub write_bytes: usize,
+    /// Read set: key -> version read.
+    pub reads: HashMap<String, Version>,
+    /// Lower bounds: key -> newest version of it written by a transaction read from.
+    pub lower: HashMap<String, Version>,
+    /// Plain-key values read for keys with no committed version (repeatable reads).
+    pub plain_values: HashMap<String, Option<Bytes>>,
+    /// Nodes upstream in the DAG that hold buffered writes of this transaction.
+    pub upstream: Vec<String>,
+    /// Keys buffered on upstream nodes, by node.
+    pub upstream_writes: HashMap<String, String>,
+    /// Last client activity (for the lease).
+    pub last_active: Instant,
+}
+
+impl Transaction {
+    /// A new running transaction.
+    pub fn new(id: Arc<str>, start_seq: u64) -> Self {
+        Transaction {
+            id,
+            start_seq,
+            phase: Phase::Running,
+            writes: BTreeMap::new(),
+            write_bytes: 0,
+            reads: HashMap::new(),
+            lower: HashMap::new(),
+            plain_values: HashMap::new(),
+            upstream: Vec::new(),
+            upstream_writes: HashMap::new(),
+            last_active: Instant::now(),
+        }
+    }
+
+    /// Fails unless reads and writes are allowed; refreshes the lease.
+    pub fn check_running(&mut self) -> Result<(), TxnError> {
+        match &self.phase {
+            Phase::Running => {
+                self.last_active = Instant::now();
+                Ok(())
+            }
+            Phase::Committing => Err(TxnError::Committing {
+                tid: self.id.to_string(),
+            }),
+            Phase::Failed(reason) => Err(TxnError::Failed {
+                tid: self.id.to_string(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Buffers writes, enforcing the per-transaction byte limit (all or nothing).
+    pub fn buffer(&mut self, writes: Vec<(String, Bytes)>, limit: usize) -> Result<(), TxnError> {
+        let mut size = self.write_bytes;
+        for (key, value) in &writes {
+            let old = self.writes.get(key).map_or(0, |v| v.len() + key.len());
+            size = size - old + value.len() + key.len();
+        }
+        if size > limit {
+            return Err(TxnError::WriteSetTooLarge {
+                tid: self.id.to_string(),
+                size,
+                limit,
+            });
+        }
+        for (key, value) in writes {
+            if let Some(old) = self.writes.insert(key.clone(), value.clone()) {
+                self.write_bytes -= old.len() + key.len();
+            }
+            self.write_bytes += value.len() + key.len();
+        }
+        Ok(())
+    }
+}
