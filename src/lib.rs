@@ -5,7 +5,9 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod history;
+pub mod ipc;
 pub mod meta;
 pub mod metrics;
 pub mod proto;

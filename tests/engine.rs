@@ -429,7 +429,10 @@ async fn gc_keeps_index_and_storage_flat_under_a_steady_workload() {
             let tid = engine.start().unwrap().tid.to_string();
             let a = &keys[(i * 7 + round) % keys.len()];
             let b = &keys[(i * 13 + 1) % keys.len()];
-            engine.get(Some(&tid), std::slice::from_ref(a)).await.unwrap();
+            engine
+                .get(Some(&tid), std::slice::from_ref(a))
+                .await
+                .unwrap();
             write_op(&engine, &tid, a);
             write_op(&engine, &tid, b);
             assert!(engine.commit(&tid).await.unwrap().is_committed());

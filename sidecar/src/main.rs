@@ -1,1 +1,133 @@
-fn main() {}
+//! `aft-sidecar`: wires configuration, storage, the engine, the IPC front and
+//! the operator endpoint together, and shuts down cleanly on SIGINT/SIGTERM.
+
+mod config;
+mod http;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use aft::ipc::{IpcConfig, IpcServer};
+use aft::metrics::Metrics;
+use aft::storage::{open, redact, StorageOptions};
+use aft::txn::{Engine, EngineConfig};
+use anyhow::Context as _;
+use clap::Parser;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use config::{Cli, Settings};
+
+fn main() -> ExitCode {
+    let settings = match Settings::resolve(Cli::parse()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aft-sidecar: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aft-sidecar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(settings: Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("aft-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let metrics = Metrics::new();
+    let storage_options = StorageOptions {
+        max_value_bytes: settings.max_value_bytes.max(1) * 2,
+        call_timeout: settings.storage_timeout,
+        connect_timeout: settings.storage_timeout,
+    };
+    let storage = runtime
+        .block_on(open(&settings.storage, storage_options))
+        .with_context(|| format!("storage `{}` is unavailable", redact(&settings.storage)))?;
+    info!(storage = %storage.describe(), node = %settings.node_address, "storage opened");
+    let engine_config = EngineConfig {
+        node_address: settings.node_address.clone(),
+        max_value_bytes: settings.max_value_bytes,
+        max_txn_write_bytes: settings.max_txn_bytes,
+        max_open_txns: settings.max_open_txns,
+        lease: settings.txn_lease,
+        cache_bytes: settings.cache_bytes,
+        ..EngineConfig::default()
+    };
+    let engine = runtime
+        .block_on(Engine::open(
+            Arc::clone(&storage),
+            engine_config,
+            metrics.clone(),
+            None,
+        ))
+        .context("recovery from storage failed")?;
+    let background = {
+        let _guard = runtime.enter();
+        engine.spawn_background()
+    };
+    if let Some(addr) = &settings.metrics_addr {
+        let bound = runtime.block_on(http::serve(addr, metrics.clone(), Arc::clone(&storage)))?;
+        // Tests and launchers read this line to find a port chosen with :0.
+        println!("metrics listening on http://{bound}");
+    }
+    let ipc = IpcServer::start(
+        Arc::clone(&engine),
+        IpcConfig {
+            ipc_dir: settings.ipc_dir.clone(),
+            client_ipc_dir: settings.client_ipc_dir.clone(),
+            allow_tcp_replies: settings.allow_tcp_replies,
+            max_pending_per_client: settings.max_pending_per_client,
+            max_request_bytes: settings.max_value_bytes.saturating_mul(4).max(1 << 20),
+            socket_mode: settings.socket_mode,
+            allow_world_writable_dir: settings.allow_world_writable_ipc_dir,
+            ..IpcConfig::default()
+        },
+        metrics,
+        runtime.handle().clone(),
+    )?;
+    info!(ipc_dir = %settings.ipc_dir.display(), "aft-sidecar ready");
+    println!("aft-sidecar ready: ipc dir {}", settings.ipc_dir.display());
+
+    runtime.block_on(wait_for_signal())?;
+    info!("shutting down");
+    ipc.shutdown(settings.shutdown_grace);
+    drop(background);
+    info!(
+        open_transactions = engine.open_transactions(),
+        "stopped; open transactions are abandoned (their commits will answer ABORTED)"
+    );
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

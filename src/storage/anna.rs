@@ -1,74 +1,6 @@
 //! The Anna KVS backend (`anna://routing-host[:port]`), on top of the
-//! `anna-client` crate.
-//!
-//! Anna offers LWW and SET lattices, GET and PUT — no delete, no scan, no
-//! conditional write. This module maps the [`Storage`] contract onto that:
-//!
-//! # Keys
-//!
-//! Anna keys are protobuf `string`s (UTF-8); storage keys are bytes. A key
-//! that is valid UTF-8 and does not start with [`RESERVED_PREFIX`] is used
-//! as is (so Cloudburst reads the plain keys we publish under their own
-//! names); any other key becomes `"~aft~x/" + lowercase hex(key)`. The
-//! key directory lives under `"~aft~d/"`. The mapping is injective.
-//!
-//! # Values
-//!
-//! - `put`/`put_many` store an LWW lattice with **timestamp 0** whose value
-//!   is the anna-client [envelope](anna_client::Envelope) of the user
-//!   value (`AE 5C 11` + bytes), so a 0-byte value is not mistaken for a
-//!   missing key. All puts carry the same timestamp, so Anna's "equal
-//!   timestamps: the later arrival wins" gives plain overwrite semantics,
-//!   in arrival order, like Redis `SET`.
-//! - `delete` stores the envelope's tombstone (`AE 5C 10`), also at
-//!   timestamp 0; a later put revives the key.
-//! - `merge_lww` stores the caller's serialized `LWWValue` **as is**
-//!   (no envelope), at its own timestamp, so Cloudburst clients read it
-//!   directly. It reads the key first to keep the contract's "equal
-//!   timestamp: keep the stored value" (Anna would let the later arrival
-//!   win). Any timestamp above 0 beats a value written by `put`.
-//! - `get` returns the user value of an enveloped value, `None` for a
-//!   tombstone or a missing key, and the re-serialized `LWWValue` for any
-//!   other LWW value (written by `merge_lww` or by Cloudburst).
-//!
-//! # Key directory (for `scan_prefix`)
-//!
-//! A two-phase set sharded over [`DIRECTORY_SHARDS`] pairs of Anna SET
-//! lattices, `~aft~d/NNN/a` (added) and `~aft~d/NNN/r` (removed), with
-//! `NNN = fnv1a(key) % 64` in three decimal digits. An element is the
-//! storage key followed by an 8-byte big-endian generation (a client
-//! timestamp, unique per put call), so a key deleted and written again
-//! gets a fresh element that the removed-set does not cancel.
-//!
-//! - `put_many` sends the values and the shards' new elements in one
-//!   multi-key request (one round trip per KVS thread).
-//! - `delete_many` writes the tombstones while reading the affected
-//!   added-sets, then adds to the removed-sets the elements of the deleted
-//!   keys that are older than the delete (two round trips).
-//! - `scan_prefix` reads all 128 directory sets (one round trip), keeps the
-//!   live elements whose key has the prefix, then reads those keys (one
-//!   more round trip per 10,000) and drops any that are missing or
-//!   tombstoned, so a stale directory entry never shows.
-//!
-//! Costs: each put adds one element per key; sets never shrink (Anna has
-//! no removal), so the directory grows with every put and every delete —
-//! fine for write-once keys (versions, commit records), not for keys
-//! rewritten forever. A scan transfers the whole directory and the values
-//! of every candidate key.
-//!
-//! # Limits (documented deviations)
-//!
-//! - Keys written only by `merge_lww` (and keys Cloudburst writes itself)
-//!   are not in the directory, so `scan_prefix` does not list them.
-//! - A `put` or `delete` of a key last written by `merge_lww` with a
-//!   timestamp above 0 is silently lost (LWW keeps the higher timestamp).
-//! - A `merge_lww` whose inner value is empty reads back as missing (Anna
-//!   reports empty LWW values as `KEY_DNE`); one whose value starts with
-//!   the envelope magic `AE 5C` reads back as an enveloped value.
-//! - Two `merge_lww` of one key with the same timestamp racing each other
-//!   are ordered by arrival.
-//! - A `put` racing a `delete` of the same key can leave the key live but
-//!   unlisted by `scan_prefix`.
+//! `anna-client` crate. The layouts and their costs are documented on
+//! [`AnnaStorage`].
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -79,7 +11,7 @@ use super::{Entry, Storage, StorageError, StorageOptions};
 
 /// Anna keys starting with this are the backend's own (escaped keys and
 /// the key directory); user keys starting with it are escaped.
-pub const RESERVED_PREFIX: &str = "~aft~";
+pub(crate) const RESERVED_PREFIX: &str = "~aft~";
 /// Prefix of escaped (non-UTF-8 or reserved) keys.
 const ESCAPED_PREFIX: &str = "~aft~x/";
 /// Prefix of the key directory's SET lattices.
@@ -88,12 +20,89 @@ const DIRECTORY_PREFIX: &str = "~aft~d/";
 const PING_KEY: &str = "~aft~ping";
 /// Number of directory shards. Fixed: changing it orphans the directory of
 /// an existing deployment.
-pub const DIRECTORY_SHARDS: u64 = 64;
+pub(crate) const DIRECTORY_SHARDS: u64 = 64;
 /// Keys read per call when a scan checks its candidates.
 const SCAN_VERIFY_CHUNK: usize = 10_000;
 
-/// The Anna KVS backend. See the module docs for the key, value and
-/// directory layouts and their costs.
+/// The Anna KVS backend (`anna://routing-host[:port]`), on top of the
+/// `anna-client` crate.
+///
+/// Anna offers LWW and SET lattices, GET and PUT — no delete, no scan, no
+/// conditional write. This backend maps the [`Storage`](super::Storage)
+/// contract onto that.
+///
+/// # Keys
+///
+/// Anna keys are protobuf `string`s (UTF-8); storage keys are bytes. A key
+/// that is valid UTF-8 and does not start with `"~aft~"` is used
+/// as is (so Cloudburst reads the plain keys we publish under their own
+/// names); any other key becomes `"~aft~x/" + lowercase hex(key)`. The
+/// key directory lives under `"~aft~d/"`. The mapping is injective.
+///
+/// # Values
+///
+/// - `put`/`put_many` store an LWW lattice with **timestamp 0** whose value
+///   is the anna-client envelope ([`anna_client::Envelope`]) of the user
+///   value (`AE 5C 11` + bytes), so a 0-byte value is not mistaken for a
+///   missing key. All puts carry the same timestamp, so Anna's "equal
+///   timestamps: the later arrival wins" gives plain overwrite semantics,
+///   in arrival order, like Redis `SET`.
+/// - `delete` stores the envelope's tombstone (`AE 5C 10`), also at
+///   timestamp 0; a later put revives the key.
+/// - `merge_lww` stores the caller's serialized `LWWValue` **as is**
+///   (no envelope), at its own timestamp, so Cloudburst clients read it
+///   directly. It reads the key first to keep the contract's "equal
+///   timestamp: keep the stored value" (Anna would let the later arrival
+///   win). Any timestamp above 0 beats a value written by `put`.
+/// - `get` returns the user value of an enveloped value, `None` for a
+///   tombstone or a missing key, and the re-serialized `LWWValue` for any
+///   other LWW value (written by `merge_lww` or by Cloudburst).
+///
+/// # Key directory (for `scan_prefix`)
+///
+/// A two-phase set sharded over 64 pairs of Anna SET
+/// lattices, `~aft~d/NNN/a` (added) and `~aft~d/NNN/r` (removed), with
+/// `NNN = fnv1a(key) % 64` in three decimal digits. An element is the
+/// storage key followed by an 8-byte big-endian generation (a client
+/// timestamp, unique per put call), so a key deleted and written again
+/// gets a fresh element that the removed-set does not cancel.
+///
+/// - `put_many` sends the values and the shards' new elements in one
+///   multi-key request (one round trip per KVS thread).
+/// - `delete_many` writes the tombstones while reading the affected
+///   added-sets, then adds to the removed-sets the elements of the deleted
+///   keys that are older than the delete (two round trips).
+/// - `scan_prefix` reads all 128 directory sets (one round trip), keeps the
+///   live elements whose key has the prefix, then reads those keys (one
+///   more round trip per 10,000) and drops any that are missing or
+///   tombstoned, so a stale directory entry never shows.
+///
+/// Costs: each put adds one element per key; sets never shrink (Anna has
+/// no removal), so the directory grows with every put and every delete —
+/// fine for write-once keys (versions, commit records), not for keys
+/// rewritten forever. A delete reads the added-sets of its keys' shards
+/// (1/64 of the directory each). A scan transfers the whole directory and
+/// the values of every candidate key.
+///
+/// # Limits (documented deviations)
+///
+/// - Keys written only by `merge_lww` (and keys Cloudburst writes itself)
+///   are not in the directory, so `scan_prefix` does not list them.
+/// - A `put` or `delete` of a key last written by `merge_lww` with a
+///   timestamp above 0 is silently lost (LWW keeps the higher timestamp).
+/// - A `merge_lww` whose inner value is empty reads back as missing (Anna
+///   reports empty LWW values as `KEY_DNE`); one whose value starts with
+///   the envelope magic `AE 5C` reads back as an enveloped value.
+/// - Two `merge_lww` of one key with the same timestamp racing each other
+///   are ordered by arrival.
+/// - A `put` racing a `delete` of the same key can leave the key live but
+///   unlisted by `scan_prefix`.
+/// - With Anna replication above 1, two clients putting one key at once
+///   through different replicas can leave the replicas disagreeing (equal
+///   timestamps merge by arrival, which differs per replica) until the
+///   next write of that key.
+/// - A `put` that fails may have written its value but not its directory
+///   element (or the reverse); retrying it repairs both.
 #[derive(Debug, Clone)]
 pub struct AnnaStorage {
     client: AnnaClient,
@@ -213,7 +222,7 @@ impl AnnaStorage {
 }
 
 /// The Anna key of a storage key (see the module docs).
-pub fn anna_key(key: &[u8]) -> String {
+pub(crate) fn anna_key(key: &[u8]) -> String {
     match std::str::from_utf8(key) {
         Ok(s) if !s.starts_with(RESERVED_PREFIX) => s.to_owned(),
         _ => {
@@ -470,7 +479,10 @@ mod tests {
         let tomb = Value::Lww(LwwValue::new(0, Envelope::Tombstone.encode()));
         assert_eq!(decode_value(Some(tomb)), Ok(None));
         let raw = LwwValue::new(5, b"x".to_vec());
-        assert_eq!(decode_value(Some(Value::Lww(raw.clone()))), Ok(Some(raw.encode())));
+        assert_eq!(
+            decode_value(Some(Value::Lww(raw.clone()))),
+            Ok(Some(raw.encode()))
+        );
         assert!(decode_value(Some(Value::set([b"a".to_vec()]))).is_err());
     }
 }

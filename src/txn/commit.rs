@@ -41,17 +41,35 @@ pub const COMMIT_RECORD_FORMAT: u32 = 1;
 /// What the commit of one transaction has to write.
 struct CommitPlan {
     local: BTreeMap<String, Bytes>,
-    /// Upstream node -> keys it must persist.
+    /// Other nodes holding buffered writes -> keys they must not persist
+    /// (the DAG's latest write of those keys is elsewhere).
     remote: BTreeMap<String, Vec<String>>,
 }
 
 impl CommitPlan {
-    fn write_set(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.local.keys().cloned().collect();
-        keys.extend(self.remote.values().flatten().cloned());
-        keys.sort();
-        keys.dedup();
-        keys
+    /// Builds the plan: `upstream_writes` maps each key buffered upstream to
+    /// the node holding its latest write; `nodes` are all other nodes of the DAG.
+    fn new(
+        local: BTreeMap<String, Bytes>,
+        upstream_writes: &std::collections::HashMap<String, String>,
+        nodes: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for node in nodes.into_iter().chain(upstream_writes.values().cloned()) {
+            remote.entry(node).or_default();
+        }
+        for (node, exclude) in remote.iter_mut() {
+            exclude.extend(local.keys().cloned());
+            exclude.extend(
+                upstream_writes
+                    .iter()
+                    .filter(|(key, owner)| *owner != node && !local.contains_key(*key))
+                    .map(|(key, _)| key.clone()),
+            );
+            exclude.sort();
+            exclude.dedup();
+        }
+        CommitPlan { local, remote }
     }
 }
 
@@ -64,6 +82,13 @@ impl Engine {
     /// visible; `Outcome::Committed` is returned only once the commit record
     /// is durable.
     pub async fn commit(&self, tid: &str) -> Result<Outcome, TxnError> {
+        self.commit_with(tid, &[]).await
+    }
+
+    /// [`Engine::commit`] for a DAG that also ran on `nodes` (bare node
+    /// addresses, as executors list them): every one of them other than this
+    /// node is asked to persist what it buffered for `tid`.
+    pub async fn commit_with(&self, tid: &str, nodes: &[String]) -> Result<Outcome, TxnError> {
         if let Some(outcome) = self.outcomes.lock().get(tid) {
             return Ok(outcome);
         }
@@ -91,16 +116,15 @@ impl Engine {
                 Phase::Running => {
                     txn.phase = Phase::Committing;
                     let local = std::mem::take(&mut txn.writes);
-                    let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                    for (key, node) in &txn.upstream_writes {
-                        if !local.contains_key(key) {
-                            remote.entry(node.clone()).or_default().push(key.clone());
-                        }
-                    }
-                    for node in &txn.upstream {
-                        remote.entry(node.clone()).or_default();
-                    }
-                    Some(CommitPlan { local, remote })
+                    let me = &self.config.node_address;
+                    let others = txn
+                        .upstream
+                        .iter()
+                        .chain(nodes)
+                        .filter(|n| *n != me && !n.is_empty())
+                        .cloned()
+                        .collect::<Vec<_>>();
+                    Some(CommitPlan::new(local, &txn.upstream_writes, others))
                 }
             }
         };
@@ -139,17 +163,23 @@ impl Engine {
     }
 
     async fn run_commit(&self, tid: &str, plan: CommitPlan) -> Outcome {
-        let write_set = plan.write_set();
-        if write_set.is_empty() && plan.remote.is_empty() {
-            return Outcome::Committed {
-                timestamp: self.clock.next(),
-            };
-        }
         let timestamp = self.clock.next();
-        if let Err(e) = self.prepare_upstream(tid, timestamp, &plan).await {
-            return self
-                .abort_commit(tid, &plan, &write_set, e.to_string())
-                .await;
+        let mut write_set: Vec<String> = plan.local.keys().cloned().collect();
+        match self.prepare_upstream(tid, timestamp, &plan).await {
+            Ok(remote_keys) => write_set.extend(remote_keys),
+            Err(e) => {
+                let mut known = write_set.clone();
+                known.extend(plan.remote.values().flatten().cloned());
+                return self.abort_commit(tid, &plan, &known, e.to_string()).await;
+            }
+        }
+        write_set.sort();
+        write_set.dedup();
+        if write_set.is_empty() {
+            // Nothing written anywhere: commits trivially, no record needed.
+            let outcome = Outcome::Committed { timestamp };
+            self.decide_upstream(tid, &plan, &outcome, &write_set).await;
+            return outcome;
         }
 
         // Keys with no committed version yet: save their plain value as the base.
@@ -249,9 +279,9 @@ impl Engine {
         tid: &str,
         timestamp: u64,
         plan: &CommitPlan,
-    ) -> Result<(), TxnError> {
+    ) -> Result<Vec<String>, TxnError> {
         if plan.remote.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let Some(remote) = &self.remote else {
             return Err(TxnError::Peer {
@@ -261,18 +291,19 @@ impl Engine {
             });
         };
         let mut tasks = tokio::task::JoinSet::new();
-        for (node, keys) in &plan.remote {
-            let (remote, node, keys, tid) = (
+        for (node, exclude) in &plan.remote {
+            let (remote, node, exclude, tid) = (
                 Arc::clone(remote),
                 node.clone(),
-                keys.clone(),
+                exclude.clone(),
                 tid.to_string(),
             );
-            tasks.spawn(async move { remote.prepare(&node, &tid, timestamp, &keys).await });
+            tasks.spawn(async move { remote.prepare(&node, &tid, timestamp, &exclude).await });
         }
+        let mut written = Vec::new();
         while let Some(result) = tasks.join_next().await {
             match result {
-                Ok(Ok(())) => {}
+                Ok(Ok(keys)) => written.extend(keys),
                 Ok(Err(e)) => return Err(e),
                 Err(join) => {
                     return Err(TxnError::Peer {
@@ -283,7 +314,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Tells every upstream node the outcome (best effort: a participant

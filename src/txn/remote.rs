@@ -55,15 +55,16 @@ pub trait Remote: Send + Sync + 'static {
         key: &str,
     ) -> Result<Option<Bytes>, TxnError>;
 
-    /// Asks `node` to persist the values `tid` buffered there for `keys`
-    /// (phase one of the commit). `Ok` means they are durable.
+    /// Asks `node` to persist the values `tid` buffered there, except for
+    /// `exclude` (phase one of the commit). Returns the keys it persisted;
+    /// `Ok` means they are durable.
     async fn prepare(
         &self,
         node: &str,
         tid: &str,
         timestamp: u64,
-        keys: &[String],
-    ) -> Result<(), TxnError>;
+        exclude: &[String],
+    ) -> Result<Vec<String>, TxnError>;
 
     /// Tells `node` how `tid` ended; `write_set` is the whole transaction's.
     async fn decide(

@@ -4,4 +4,5 @@
 pub mod conformance;
 pub mod faulty;
 pub mod redis;
+pub mod sidecar;
 pub mod workload;

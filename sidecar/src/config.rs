@@ -1,0 +1,220 @@
+//! Configuration: command-line flags, `AFT_*` environment variables, and an
+//! optional TOML file, in that order of precedence, over built-in defaults.
+//! Every setting is listed in docs/CONFIG.md (checked against `--help` by a test).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use serde::Deserialize;
+
+/// aft-sidecar: a per-node read-atomic cache for Cloudburst-style executors.
+#[derive(Debug, Parser)]
+#[command(name = "aft-sidecar", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (flags and environment override it).
+    #[arg(long, env = "AFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the IPC endpoint sockets.
+    #[arg(long, env = "AFT_IPC_DIR")]
+    pub ipc_dir: Option<PathBuf>,
+    /// The IPC directory as executors name it in reply addresses (their mount point).
+    #[arg(long, env = "AFT_CLIENT_IPC_DIR")]
+    pub client_ipc_dir: Option<String>,
+    /// Storage URL: file://PATH, redis://HOST:PORT, redis+cluster://H1:P1,H2:P2, anna://HOST[:PORT].
+    #[arg(long, env = "AFT_STORAGE")]
+    pub storage: Option<String>,
+    /// Directory of the embedded store when --storage is not given.
+    #[arg(long, env = "AFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This node's address as executors and peers know it (a bare IP).
+    #[arg(long, env = "AFT_NODE_ADDRESS")]
+    pub node_address: Option<String>,
+    /// Address of the HTTP server for /metrics and /health ("off" disables it).
+    #[arg(long, env = "AFT_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Log filter (e.g. info, aft=debug).
+    #[arg(long, env = "AFT_LOG")]
+    pub log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "AFT_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Largest value (serialized LWWValue) accepted, bytes.
+    #[arg(long, env = "AFT_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Largest total of buffered writes in one transaction, bytes.
+    #[arg(long, env = "AFT_MAX_TXN_BYTES")]
+    pub max_txn_bytes: Option<usize>,
+    /// Most transactions open at once on this node.
+    #[arg(long, env = "AFT_MAX_OPEN_TXNS")]
+    pub max_open_txns: Option<usize>,
+    /// Seconds of inactivity after which a transaction is aborted.
+    #[arg(long, env = "AFT_TXN_LEASE_SECS")]
+    pub txn_lease_secs: Option<u64>,
+    /// Bytes the value cache may hold.
+    #[arg(long, env = "AFT_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
+    /// Timeout of one storage call, milliseconds.
+    #[arg(long, env = "AFT_STORAGE_TIMEOUT_MS")]
+    pub storage_timeout_ms: Option<u64>,
+    /// Most replies owed to one client at once.
+    #[arg(long, env = "AFT_MAX_PENDING_PER_CLIENT")]
+    pub max_pending_per_client: Option<usize>,
+    /// Permission bits of the socket files, octal (e.g. 660).
+    #[arg(long, env = "AFT_SOCKET_MODE")]
+    pub socket_mode: Option<String>,
+    /// Accept tcp:// reply addresses (default: ipc:// inside the IPC directory only).
+    #[arg(long, env = "AFT_ALLOW_TCP_REPLIES")]
+    pub allow_tcp_replies: bool,
+    /// Serve from a world-writable IPC directory (not recommended).
+    #[arg(long, env = "AFT_ALLOW_WORLD_WRITABLE_IPC_DIR")]
+    pub allow_world_writable_ipc_dir: bool,
+    /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
+    #[arg(long, env = "AFT_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// The same settings in a TOML file (keys use underscores).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub ipc_dir: Option<PathBuf>,
+    pub client_ipc_dir: Option<String>,
+    pub storage: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub node_address: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub max_value_bytes: Option<usize>,
+    pub max_txn_bytes: Option<usize>,
+    pub max_open_txns: Option<usize>,
+    pub txn_lease_secs: Option<u64>,
+    pub cache_bytes: Option<u64>,
+    pub storage_timeout_ms: Option<u64>,
+    pub max_pending_per_client: Option<usize>,
+    pub socket_mode: Option<String>,
+    pub allow_tcp_replies: Option<bool>,
+    pub allow_world_writable_ipc_dir: Option<bool>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ipc_dir: PathBuf,
+    pub client_ipc_dir: String,
+    pub storage: String,
+    pub node_address: String,
+    pub metrics_addr: Option<String>,
+    pub log_level: String,
+    pub log_json: bool,
+    pub max_value_bytes: usize,
+    pub max_txn_bytes: usize,
+    pub max_open_txns: usize,
+    pub txn_lease: Duration,
+    pub cache_bytes: u64,
+    pub storage_timeout: Duration,
+    pub max_pending_per_client: usize,
+    pub socket_mode: u32,
+    pub allow_tcp_replies: bool,
+    pub allow_world_writable_ipc_dir: bool,
+    pub shutdown_grace: Duration,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file `{}`", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))
+}
+
+impl Settings {
+    /// Resolves flags and environment (already merged by clap) over the file over defaults.
+    pub fn resolve(cli: Cli) -> anyhow::Result<Settings> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = cli
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/aft"));
+        let storage = cli
+            .storage
+            .or(file.storage)
+            .unwrap_or_else(|| format!("file://{}", data_dir.display()));
+        let metrics_addr = cli
+            .metrics_addr
+            .or(file.metrics_addr)
+            .unwrap_or_else(|| "127.0.0.1:9464".into());
+        let log_format = cli
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => anyhow::bail!("unknown log format `{other}` (expected text or json)"),
+        };
+        let socket_mode = cli
+            .socket_mode
+            .or(file.socket_mode)
+            .unwrap_or_else(|| "660".into());
+        let socket_mode = u32::from_str_radix(&socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .with_context(|| {
+                format!("invalid socket mode `{socket_mode}` (expected octal, e.g. 660)")
+            })?;
+        Ok(Settings {
+            ipc_dir: cli
+                .ipc_dir
+                .or(file.ipc_dir)
+                .unwrap_or_else(|| PathBuf::from("/requests")),
+            client_ipc_dir: cli
+                .client_ipc_dir
+                .or(file.client_ipc_dir)
+                .unwrap_or_else(|| "/requests".into()),
+            storage,
+            node_address: cli
+                .node_address
+                .or(file.node_address)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            metrics_addr: (metrics_addr != "off").then_some(metrics_addr),
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_json,
+            max_value_bytes: cli
+                .max_value_bytes
+                .or(file.max_value_bytes)
+                .unwrap_or(aft::storage::DEFAULT_MAX_VALUE_BYTES),
+            max_txn_bytes: cli.max_txn_bytes.or(file.max_txn_bytes).unwrap_or(64 << 20),
+            max_open_txns: cli.max_open_txns.or(file.max_open_txns).unwrap_or(100_000),
+            txn_lease: Duration::from_secs(
+                cli.txn_lease_secs.or(file.txn_lease_secs).unwrap_or(60),
+            ),
+            cache_bytes: cli.cache_bytes.or(file.cache_bytes).unwrap_or(256 << 20),
+            storage_timeout: Duration::from_millis(
+                cli.storage_timeout_ms
+                    .or(file.storage_timeout_ms)
+                    .unwrap_or(2000),
+            ),
+            max_pending_per_client: cli
+                .max_pending_per_client
+                .or(file.max_pending_per_client)
+                .unwrap_or(1024),
+            socket_mode,
+            allow_tcp_replies: cli.allow_tcp_replies || file.allow_tcp_replies.unwrap_or(false),
+            allow_world_writable_ipc_dir: cli.allow_world_writable_ipc_dir
+                || file.allow_world_writable_ipc_dir.unwrap_or(false),
+            shutdown_grace: Duration::from_secs(
+                cli.shutdown_grace_secs
+                    .or(file.shutdown_grace_secs)
+                    .unwrap_or(10),
+            ),
+        })
+    }
+}

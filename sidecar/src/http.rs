@@ -1,0 +1,63 @@
+//! The operator's HTTP endpoint: `/metrics` (Prometheus text), `/health`
+//! (liveness: the process serves) and `/ready` (readiness: storage answers).
+
+use std::sync::Arc;
+
+use aft::metrics::Metrics;
+use aft::storage::Storage;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tracing::{info, warn};
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    storage: Arc<dyn Storage>,
+}
+
+/// Binds `addr` and serves until the runtime stops. Returns the bound address.
+pub async fn serve(
+    addr: &str,
+    metrics: Metrics,
+    storage: Arc<dyn Storage>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind metrics address `{addr}`: {e}"))?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready_handler))
+        .with_state(AppState { metrics, storage });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(error = %e, "metrics server stopped");
+        }
+    });
+    info!(addr = %bound, "metrics and health endpoint listening");
+    Ok(bound)
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
+    match state.storage.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage unavailable: {e}\n"),
+        ),
+    }
+}

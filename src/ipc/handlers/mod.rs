@@ -1,0 +1,111 @@
+//! One handler per endpoint: each takes a decoded request, applies it to
+//! the engine and builds the reply frame, in exactly the shape a Cloudburst
+//! executor expects (docs/PROTOCOL.md).
+
+mod abort;
+mod commit;
+mod continue_;
+mod get;
+mod put;
+mod start;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prost::Message;
+
+use super::reply::{PendingSlot, Reply, ReplySender};
+use super::request::{Endpoint, Request};
+use crate::metrics::{EndpointLabels, Metrics};
+use crate::proto::aft::{TransactionStatus, TransactionTag};
+use crate::txn::Engine;
+
+/// What every handler needs.
+pub struct Context {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Where replies go.
+    pub replies: ReplySender,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Handles one request and queues its reply to `reply_to` (already validated).
+pub async fn handle(
+    ctx: Arc<Context>,
+    endpoint: Endpoint,
+    request: Request,
+    reply_to: String,
+    slot: PendingSlot,
+) {
+    let started = Instant::now();
+    let frame = match request {
+        Request::Get {
+            request_id,
+            tid,
+            keys,
+            ..
+        } => get::handle(&ctx, request_id, tid, keys).await,
+        Request::Put {
+            request_id,
+            tid,
+            tuples,
+            ..
+        } => put::handle(&ctx, request_id, tid, tuples).await,
+        Request::Start { .. } => start::handle(&ctx),
+        Request::Commit { tid, addresses, .. } => commit::handle(&ctx, tid, addresses).await,
+        Request::Abort { tid, .. } => abort::handle(&ctx, tid),
+        Request::Continue { tid, upstream, .. } => continue_::handle(&ctx, tid, upstream).await,
+    };
+    ctx.metrics
+        .request_seconds
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.name().to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    ctx.replies.send(Reply {
+        address: reply_to,
+        frame,
+        slot: Some(slot),
+    });
+}
+
+/// The reply to a request refused before reaching its handler (the client
+/// is over its pending-reply limit, or its transaction id is malformed):
+/// an error in the endpoint's reply shape.
+pub fn refusal(endpoint: Endpoint, request: &Request, reason: &str) -> Vec<u8> {
+    match request {
+        Request::Get {
+            request_id, keys, ..
+        } => get::error_response(
+            request_id,
+            keys.iter().cloned(),
+            crate::proto::anna::AnnaError::Timeout,
+            reason,
+        ),
+        Request::Put {
+            request_id, tuples, ..
+        } => put::error_response(
+            request_id,
+            tuples.iter().map(|t| t.key.clone()),
+            crate::proto::anna::AnnaError::Timeout,
+            reason,
+        ),
+        Request::Continue { .. } => Vec::new(),
+        Request::Start { .. } => tag("", TransactionStatus::Aborted, ""),
+        Request::Commit { tid, .. } | Request::Abort { tid, .. } => {
+            let _ = endpoint;
+            tag(tid, TransactionStatus::Aborted, "")
+        }
+    }
+}
+
+/// A serialized `TransactionTag`.
+pub(crate) fn tag(id: &str, status: TransactionStatus, address: &str) -> Vec<u8> {
+    TransactionTag {
+        id: id.to_string(),
+        status: status as i32,
+        address: address.to_string(),
+    }
+    .encode_to_vec()
+}
