@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing aft-sidecar needs on a fresh Debian/Ubuntu
-# machine: libzmq (the ZeroMQ C library the `zmq` crate links), pkg-config,
-# redis-server and redis-cli (tests start real servers), and a Python
-# virtualenv for the Python client. Idempotent: skips what is already there.
+# machine beyond Rust and a C/C++ compiler (the `zmq` crate builds libzmq from
+# source): redis-server and redis-cli (tests start real servers) and Python's
+# venv module (the Python client's tests). Idempotent: skips what is there.
 set -euo pipefail
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-pkg-config --exists libzmq 2>/dev/null || need_apt+=(libzmq3-dev)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "install-deps: installing ${need_apt[*]} with apt-get"

@@ -21,5 +21,6 @@ if [ -f python-client/pyproject.toml ]; then
   fi
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e 'python-client[test]'
-  AFT_SIDECAR_BIN="$PWD/target/debug/aft-sidecar" .venv/bin/python -m pytest -q python-client/tests
+  target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+  AFT_SIDECAR_BIN="$target_dir/debug/aft-sidecar" .venv/bin/python -m pytest -q python-client/tests
 fi

@@ -6,10 +6,12 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod failpoint;
 pub mod history;
 pub mod ipc;
 pub mod meta;
 pub mod metrics;
+pub mod peer;
 pub mod proto;
 pub mod storage;
 pub mod txn;

@@ -443,9 +443,11 @@ async fn gc_keeps_index_and_storage_flat_under_a_steady_workload() {
     }
     let (versions, stored) = *sizes.last().unwrap();
     assert!(versions <= keys.len(), "index grew: {sizes:?}");
-    // per key: plain key + newest version's data; plus the newest commit records.
-    assert!(stored <= keys.len() * 3, "storage grew: {sizes:?}");
-    assert_eq!(sizes[3], sizes[9], "not flat: {sizes:?}");
+    // per key: plain key + marker + newest version's data + at most one live commit record.
+    assert!(stored <= keys.len() * 4, "storage grew: {sizes:?}");
+    let early = sizes[..5].iter().map(|s| s.1).max().unwrap();
+    let late = sizes[5..].iter().map(|s| s.1).max().unwrap();
+    assert!(late <= early, "not flat: {sizes:?}");
 }
 
 #[tokio::test]

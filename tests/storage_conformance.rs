@@ -56,6 +56,7 @@ conformance!(
     prefix_scan_of_one_hundred_thousand,
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
+    put_if_absent_writes_once,
 );
 
 conformance!(
@@ -68,6 +69,7 @@ conformance!(
     prefix_scan_of_one_hundred_thousand,
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
+    put_if_absent_writes_once,
 );
 
 conformance!(
@@ -80,6 +82,7 @@ conformance!(
     prefix_scan_of_one_hundred_thousand,
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
+    put_if_absent_writes_once,
 );
 
 /// The whole suite on one real 3-master cluster (starting one costs ~1 s).

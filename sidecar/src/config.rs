@@ -73,6 +73,36 @@ pub struct Cli {
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     #[arg(long, env = "AFT_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Peer layer (multi-node DAGs): off, plaintext, or sealed (encrypted and authenticated with --peer-key-file).
+    #[arg(long, env = "AFT_PEER_MODE")]
+    pub peer_mode: Option<String>,
+    /// TCP port of the peer endpoint, the same on every node.
+    #[arg(long, env = "AFT_PEER_PORT")]
+    pub peer_port: Option<u16>,
+    /// Address the peer endpoint binds (default: the node address).
+    #[arg(long, env = "AFT_PEER_BIND")]
+    pub peer_bind: Option<String>,
+    /// Seed peers: comma-separated node addresses (IPs, or ip:port).
+    #[arg(long, env = "AFT_PEERS")]
+    pub peers: Option<String>,
+    /// DNS name whose addresses are peers (e.g. a Kubernetes headless Service).
+    #[arg(long, env = "AFT_PEER_DISCOVERY_DNS")]
+    pub peer_discovery_dns: Option<String>,
+    /// Timeout of one peer request, milliseconds.
+    #[arg(long, env = "AFT_PEER_TIMEOUT_MS")]
+    pub peer_timeout_ms: Option<u64>,
+    /// A peer not heard from for this long is declared dead, milliseconds.
+    #[arg(long, env = "AFT_PEER_DEAD_AFTER_MS")]
+    pub peer_dead_after_ms: Option<u64>,
+    /// A prepared participant that hears no decision for this long settles it from storage, milliseconds.
+    #[arg(long, env = "AFT_DECISION_TIMEOUT_MS")]
+    pub decision_timeout_ms: Option<u64>,
+    /// File holding the cluster's peer key (64 hex digits), for --peer-mode sealed.
+    #[arg(long, env = "AFT_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Print a new peer key for --peer-key-file and exit.
+    #[arg(long)]
+    pub generate_peer_key: bool,
 }
 
 /// The same settings in a TOML file (keys use underscores).
@@ -98,6 +128,15 @@ pub struct FileConfig {
     pub allow_tcp_replies: Option<bool>,
     pub allow_world_writable_ipc_dir: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
+    pub peer_mode: Option<String>,
+    pub peer_port: Option<u16>,
+    pub peer_bind: Option<String>,
+    pub peers: Option<String>,
+    pub peer_discovery_dns: Option<String>,
+    pub peer_timeout_ms: Option<u64>,
+    pub peer_dead_after_ms: Option<u64>,
+    pub peer_key_file: Option<PathBuf>,
+    pub decision_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -121,6 +160,21 @@ pub struct Settings {
     pub allow_tcp_replies: bool,
     pub allow_world_writable_ipc_dir: bool,
     pub shutdown_grace: Duration,
+    pub peers: Option<PeerSettings>,
+    pub decision_timeout: Duration,
+}
+
+/// How this node talks to other sidecars (present when the peer layer is on).
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    pub port: u16,
+    pub bind: String,
+    pub seeds: Vec<String>,
+    pub discovery_dns: Option<String>,
+    pub timeout: Duration,
+    pub dead_after: Duration,
+    /// `None` = plaintext (chosen explicitly with --peer-mode plaintext).
+    pub key: Option<aft::peer::PeerKey>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -167,7 +221,65 @@ impl Settings {
             .with_context(|| {
                 format!("invalid socket mode `{socket_mode}` (expected octal, e.g. 660)")
             })?;
+        let node_address = cli
+            .node_address
+            .or(file.node_address)
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let peer_mode = cli
+            .peer_mode
+            .or(file.peer_mode)
+            .unwrap_or_else(|| "off".into());
+        let peers = match peer_mode.as_str() {
+            "off" => None,
+            "plaintext" | "sealed" => {
+                let port = cli.peer_port.or(file.peer_port).unwrap_or(7150);
+                let key = if peer_mode == "sealed" {
+                    let path = cli
+                        .peer_key_file
+                        .or(file.peer_key_file)
+                        .context("--peer-mode sealed needs --peer-key-file")?;
+                    Some(read_peer_key(&path)?)
+                } else {
+                    None
+                };
+                Some(PeerSettings {
+                    port,
+                    bind: cli
+                        .peer_bind
+                        .or(file.peer_bind)
+                        .unwrap_or_else(|| format!("{node_address}:{port}")),
+                    seeds: cli
+                        .peers
+                        .or(file.peers)
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    discovery_dns: cli.peer_discovery_dns.or(file.peer_discovery_dns),
+                    timeout: Duration::from_millis(
+                        cli.peer_timeout_ms.or(file.peer_timeout_ms).unwrap_or(1500),
+                    ),
+                    dead_after: Duration::from_millis(
+                        cli.peer_dead_after_ms
+                            .or(file.peer_dead_after_ms)
+                            .unwrap_or(2000),
+                    ),
+                    key,
+                })
+            }
+            other => {
+                anyhow::bail!("unknown peer mode `{other}` (expected off, plaintext or sealed)")
+            }
+        };
         Ok(Settings {
+            decision_timeout: Duration::from_millis(
+                cli.decision_timeout_ms
+                    .or(file.decision_timeout_ms)
+                    .unwrap_or(10_000),
+            ),
+            peers,
             ipc_dir: cli
                 .ipc_dir
                 .or(file.ipc_dir)
@@ -177,10 +289,7 @@ impl Settings {
                 .or(file.client_ipc_dir)
                 .unwrap_or_else(|| "/requests".into()),
             storage,
-            node_address: cli
-                .node_address
-                .or(file.node_address)
-                .unwrap_or_else(|| "127.0.0.1".into()),
+            node_address,
             metrics_addr: (metrics_addr != "off").then_some(metrics_addr),
             log_level: cli
                 .log_level
@@ -217,4 +326,17 @@ impl Settings {
             ),
         })
     }
+}
+
+/// Reads the peer key file: 64 hex digits (lines starting with `#` are comments).
+fn read_peer_key(path: &Path) -> anyhow::Result<aft::peer::PeerKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read peer key file `{}`", path.display()))?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default();
+    aft::peer::PeerKey::from_hex(line)
+        .map_err(|e| anyhow::anyhow!("peer key file `{}`: {e}", path.display()))
 }

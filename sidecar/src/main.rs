@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use aft::ipc::{IpcConfig, IpcServer};
 use aft::metrics::Metrics;
+use aft::peer::{PeerConfig, PeerNode};
 use aft::storage::{open, redact, StorageOptions};
 use aft::txn::{Engine, EngineConfig};
 use anyhow::Context as _;
@@ -19,7 +20,13 @@ use tracing_subscriber::EnvFilter;
 use config::{Cli, Settings};
 
 fn main() -> ExitCode {
-    let settings = match Settings::resolve(Cli::parse()) {
+    let cli = Cli::parse();
+    if cli.generate_peer_key {
+        println!("# aft-sidecar peer key (XChaCha20-Poly1305). Keep this file private.");
+        println!("{}", aft::peer::PeerKey::generate_hex());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::resolve(cli) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("aft-sidecar: {e:#}");
@@ -72,6 +79,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         max_open_txns: settings.max_open_txns,
         lease: settings.txn_lease,
         cache_bytes: settings.cache_bytes,
+        decision_timeout: settings.decision_timeout,
         ..EngineConfig::default()
     };
     let engine = runtime
@@ -91,6 +99,28 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         // Tests and launchers read this line to find a port chosen with :0.
         println!("metrics listening on http://{bound}");
     }
+    let peer_node = match &settings.peers {
+        None => None,
+        Some(peers) => {
+            let config = PeerConfig {
+                node_address: settings.node_address.clone(),
+                bind: peers.bind.clone(),
+                peer_port: peers.port,
+                seeds: peers.seeds.clone(),
+                discovery_dns: peers.discovery_dns.clone(),
+                request_timeout: peers.timeout,
+                prepare_timeout: settings.storage_timeout * 2 + peers.timeout,
+                dead_after: peers.dead_after,
+                key: peers.key.clone(),
+                ..PeerConfig::default()
+            };
+            let node = PeerNode::start(Arc::clone(&engine), config, runtime.handle().clone())
+                .context("cannot start the peer layer")?;
+            // Tests and launchers read this line.
+            println!("peer endpoint on {}", peers.bind);
+            Some(node)
+        }
+    };
     let ipc = IpcServer::start(
         Arc::clone(&engine),
         IpcConfig {
@@ -112,6 +142,9 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     runtime.block_on(wait_for_signal())?;
     info!("shutting down");
     ipc.shutdown(settings.shutdown_grace);
+    if let Some(peer_node) = peer_node {
+        runtime.block_on(peer_node.shutdown());
+    }
     drop(background);
     info!(
         open_transactions = engine.open_transactions(),

@@ -78,18 +78,24 @@ impl Front {
                 return;
             }
         };
-        let Some(slot) = self.pending.enter(&reply_to) else {
-            metrics.reject("too_many_pending");
-            self.ctx.replies.send(Reply {
-                frame: refusal(
-                    endpoint,
-                    &request,
-                    "too many requests pending for this client",
-                ),
-                address: reply_to,
-                slot: None,
-            });
-            return;
+        // Only reads and writes are refused under load: start, commit, abort
+        // and continue must always get their real answer (executors wait
+        // for them with no timeout, and a refused commit must not be reported
+        // aborted while it could still commit).
+        let slot = match self.pending.enter(&reply_to) {
+            Some(slot) => Some(slot),
+            None => match refusal(&request, "too many requests pending for this client") {
+                Some(frame) => {
+                    metrics.reject("too_many_pending");
+                    self.ctx.replies.send(Reply {
+                        frame,
+                        address: reply_to,
+                        slot: None,
+                    });
+                    return;
+                }
+                None => None,
+            },
         };
         let ctx = Arc::clone(&self.ctx);
         self.runtime

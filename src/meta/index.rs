@@ -63,11 +63,22 @@ impl CommitMeta {
     }
 }
 
+/// A version dropped from the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The key.
+    pub key: String,
+    /// The version dropped.
+    pub version: Version,
+    /// Commit timestamp of the version that superseded it.
+    pub superseded_by: u64,
+}
+
 /// What a GC pass removed from the index; the caller deletes the data.
 #[derive(Debug, Default)]
 pub struct GcOutcome {
-    /// `(key, version)` pairs dropped from the index.
-    pub dropped: Vec<(String, Version)>,
+    /// Versions dropped from the index.
+    pub dropped: Vec<Dropped>,
     /// Transactions none of whose versions remain: their commit records can go.
     pub retired_txns: Vec<Arc<str>>,
 }
@@ -77,8 +88,9 @@ struct Inner {
     keys: HashMap<String, Vec<VersionEntry>>,
     txns: HashMap<Arc<str>, CommittedTxn>,
     seq: u64,
-    /// Superseded versions in order of `superseded_seq` (never decreasing).
-    superseded: VecDeque<(u64, String, Version)>,
+    /// Superseded versions in order of `superseded_seq` (never decreasing):
+    /// (superseded_seq, key, version, commit timestamp of its superseder).
+    superseded: VecDeque<(u64, String, Version, u64)>,
     version_count: usize,
 }
 
@@ -176,10 +188,18 @@ impl VersionIndex {
             if newest {
                 if let Some(prev) = versions.last_mut() {
                     prev.superseded_seq = seq;
-                    superseded.push_back((seq, key.clone(), prev.version.clone()));
+                    superseded.push_back((
+                        seq,
+                        key.clone(),
+                        prev.version.clone(),
+                        version.timestamp,
+                    ));
                 }
             } else {
-                superseded.push_back((seq, key.clone(), version.clone()));
+                let next_ts = versions
+                    .get(pos)
+                    .map_or(version.timestamp, |e| e.version.timestamp);
+                superseded.push_back((seq, key.clone(), version.clone(), next_ts));
             }
             versions.insert(
                 pos,
@@ -201,6 +221,22 @@ impl VersionIndex {
         true
     }
 
+    /// Every transaction held with a commit timestamp above `since`.
+    pub fn commits_since(&self, since: u64) -> Vec<CommitMeta> {
+        let inner = self.inner.read();
+        inner
+            .txns
+            .iter()
+            .filter(|(_, t)| t.timestamp > since)
+            .map(|(tid, t)| CommitMeta {
+                tid: Arc::clone(tid),
+                timestamp: t.timestamp,
+                write_set: Arc::clone(&t.write_set),
+                base_keys: Vec::new(),
+            })
+            .collect()
+    }
+
     /// Drops every superseded version that no running transaction can need:
     /// those superseded at or before `min_running_start_seq` (the smallest
     /// start sequence of any running transaction, or the current sequence
@@ -211,9 +247,9 @@ impl VersionIndex {
         while inner
             .superseded
             .front()
-            .is_some_and(|(seq, _, _)| *seq <= min_running_start_seq)
+            .is_some_and(|(seq, _, _, _)| *seq <= min_running_start_seq)
         {
-            let Some((_, key, version)) = inner.superseded.pop_front() else {
+            let Some((_, key, version, superseded_by)) = inner.superseded.pop_front() else {
                 break;
             };
             let Inner {
@@ -237,9 +273,24 @@ impl VersionIndex {
                     }
                 }
             }
-            outcome.dropped.push((key, version));
+            outcome.dropped.push(Dropped {
+                key,
+                version,
+                superseded_by,
+            });
         }
         outcome
+    }
+
+    /// The oldest superseder timestamp among superseded versions still held
+    /// (some running transaction may need them); `None` if none is held.
+    pub fn oldest_retained_superseder(&self) -> Option<u64> {
+        self.inner
+            .read()
+            .superseded
+            .iter()
+            .map(|(_, _, _, ts)| *ts)
+            .min()
     }
 }
 
@@ -295,10 +346,26 @@ mod tests {
         assert_eq!(tids(&index, "k"), ["a", "b", "c"]);
 
         let out = index.collect(2);
-        assert_eq!(out.dropped, vec![("k".to_string(), Version::new(10, "a"))]);
+        assert_eq!(
+            out.dropped,
+            vec![Dropped {
+                key: "k".into(),
+                version: Version::new(10, "a"),
+                superseded_by: 20
+            }]
+        );
         assert!(out.retired_txns.is_empty(), "a still has l");
+        assert_eq!(index.oldest_retained_superseder(), Some(30));
         let out = index.collect(index.current_seq());
-        assert_eq!(out.dropped, vec![("k".to_string(), Version::new(20, "b"))]);
+        assert_eq!(
+            out.dropped,
+            vec![Dropped {
+                key: "k".into(),
+                version: Version::new(20, "b"),
+                superseded_by: 30
+            }]
+        );
+        assert_eq!(index.oldest_retained_superseder(), None);
         assert_eq!(out.retired_txns, vec![Arc::<str>::from("b")]);
         assert_eq!(tids(&index, "k"), ["c"]);
         assert_eq!(tids(&index, "l"), ["a"]);
@@ -312,7 +379,14 @@ mod tests {
         index.install(&first);
         assert_eq!(tids(&index, "k"), ["~base", "a"]);
         let out = index.collect(index.current_seq());
-        assert_eq!(out.dropped, vec![("k".to_string(), Version::base())]);
+        assert_eq!(
+            out.dropped,
+            vec![Dropped {
+                key: "k".into(),
+                version: Version::base(),
+                superseded_by: 10
+            }]
+        );
         assert!(out.retired_txns.is_empty());
     }
 }

@@ -8,5 +8,7 @@ mod version;
 
 pub use cache::{ValueCache, VersionedKey};
 pub use clock::{now_micros, HybridClock};
-pub use index::{CommitMeta, CommittedTxn, GcOutcome, IndexView, VersionEntry, VersionIndex};
+pub use index::{
+    CommitMeta, CommittedTxn, Dropped, GcOutcome, IndexView, VersionEntry, VersionIndex,
+};
 pub use version::{Version, BASE_TID};

@@ -443,6 +443,17 @@ impl Storage for AnnaStorage {
             .map_err(|e| self.error("merge_lww", e))
     }
 
+    /// Anna has no conditional write: this reads, then writes if absent.
+    /// Two racing callers can both "win"; the sidecar only uses it to decide
+    /// multi-node commits, whose coordinator also reads the key back.
+    async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        if self.get(key).await?.is_some() {
+            return Ok(false);
+        }
+        self.put(key, value).await?;
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.client
             .get_value(PING_KEY)

@@ -224,11 +224,33 @@ impl Storage for EmbeddedStorage {
         .await
     }
 
+    async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        self.options.check_value_size(value.len())?;
+        let (key, value) = (key.to_vec(), value.to_vec());
+        let wrote = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&wrote);
+        // One write transaction: redb serializes writers, so check-and-set is atomic.
+        self.write("put_if_absent", move |t| {
+            let absent = t.get(key.as_slice())?.is_none();
+            if absent {
+                t.insert(key.as_slice(), value.as_slice())?;
+            }
+            flag.store(absent, std::sync::atomic::Ordering::Release);
+            Ok(())
+        })
+        .await?;
+        Ok(wrote.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.read("ping", |_| Ok(())).await
     }
 
     /// One redb write transaction per batch: all or nothing.
+    fn snapshot_reads(&self) -> bool {
+        true
+    }
+
     fn atomic_batches(&self) -> bool {
         true
     }

@@ -111,8 +111,22 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        self.options.check_value_size(value.len())?;
+        let mut map = self.map.lock();
+        if map.contains_key(key) {
+            return Ok(false);
+        }
+        map.insert(key.to_vec(), value.to_vec());
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    fn snapshot_reads(&self) -> bool {
+        true
     }
 
     fn atomic_batches(&self) -> bool {

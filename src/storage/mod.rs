@@ -80,8 +80,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         lww_value: &[u8],
     ) -> Result<(), StorageError>;
 
+    /// Writes `value` at `key` only if `key` does not exist; returns whether
+    /// it wrote. Atomic against other writers of `key` on every backend
+    /// except Anna (which has no conditional write; see `anna.rs`).
+    async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError>;
+
     /// Checks that the backend answers (used at start-up and by health checks).
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Whether `get_many` reads all keys at one instant (a snapshot).
+    /// Default: no.
+    fn snapshot_reads(&self) -> bool {
+        false
+    }
 
     /// Whether `put_many` is all-or-nothing (then a commit writes its data
     /// and its commit record in one round trip). Default: no.

@@ -230,6 +230,22 @@ impl Storage for RedisClusterStorage {
         .map(|_| ())
     }
 
+    async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        self.options.check_value_size(value.len())?;
+        let mut conn = self.conn.clone();
+        let reply: Option<String> = with_timeout(
+            "put_if_absent",
+            self.options.call_timeout,
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(reply.is_some())
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         let mut conn = self.conn.clone();
         with_timeout(

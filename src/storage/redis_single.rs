@@ -88,7 +88,9 @@ impl Storage for RedisStorage {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        // MULTI/EXEC: one snapshot even when the keys span several MGETs.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for chunk in keys.chunks(CHUNK) {
             pipe.cmd("MGET").arg(chunk);
         }
@@ -191,8 +193,28 @@ impl Storage for RedisStorage {
     }
 
     /// `put_many` runs in MULTI/EXEC: all or nothing.
+    fn snapshot_reads(&self) -> bool {
+        true
+    }
+
     fn atomic_batches(&self) -> bool {
         true
+    }
+
+    async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        self.options.check_value_size(value.len())?;
+        let mut conn = self.conn.clone();
+        let reply: Option<String> = with_timeout(
+            "put_if_absent",
+            self.options.call_timeout,
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(reply.is_some())
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -36,6 +36,9 @@ impl Engine {
                         return;
                     };
                     engine.reap_expired();
+                    if engine.remote.get().is_some() {
+                        engine.settle_prepared(engine.config.decision_timeout).await;
+                    }
                     engine.collect_garbage().await;
                     engine
                         .metrics

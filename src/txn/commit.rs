@@ -25,8 +25,9 @@ use prost::Message;
 use tracing::{info_span, warn, Instrument};
 
 use super::engine::Engine;
-use super::keys::{commit_record_key, data_key, data_key_for_tid};
+use super::keys::{commit_record_key, data_key, data_key_for_tid, key_marker};
 use super::outcome::Outcome;
+use super::recovery::Decision;
 use super::transaction::Phase;
 use super::TxnError;
 use crate::meta::{CommitMeta, Version, VersionedKey};
@@ -94,9 +95,9 @@ impl Engine {
         }
         let slot = self.txns.lock().get(tid).cloned();
         let Some(slot) = slot else {
-            return Ok(match self.commit_record_exists(tid).await {
-                Ok(Some(timestamp)) => Outcome::Committed { timestamp },
-                Ok(None) => Outcome::Aborted {
+            return Ok(match self.read_decision(tid).await {
+                Ok(Decision::Committed(timestamp)) => Outcome::Committed { timestamp },
+                Ok(_) => Outcome::Aborted {
                     reason: "unknown transaction".into(),
                 },
                 Err(e) => Outcome::Aborted {
@@ -107,7 +108,7 @@ impl Engine {
         let plan = {
             let mut txn = slot.lock();
             match &txn.phase {
-                Phase::Committing => None,
+                Phase::Committing | Phase::Prepared { .. } => None,
                 Phase::Failed(reason) => {
                     let reason = reason.clone();
                     drop(txn);
@@ -173,13 +174,19 @@ impl Engine {
                 return self.abort_commit(tid, &plan, &known, e.to_string()).await;
             }
         }
+        crate::failpoint::hit("commit.after_prepare");
         write_set.sort();
         write_set.dedup();
         if write_set.is_empty() {
             // Nothing written anywhere: commits trivially, no record needed.
-            let outcome = Outcome::Committed { timestamp };
-            self.decide_upstream(tid, &plan, &outcome, &write_set).await;
-            return outcome;
+            let meta = CommitMeta {
+                tid: Arc::from(tid),
+                timestamp,
+                write_set: Vec::new().into(),
+                base_keys: Vec::new(),
+            };
+            self.decide_upstream(tid, &plan, Some(&meta)).await;
+            return Outcome::Committed { timestamp };
         }
 
         // Keys with no committed version yet: save their plain value as the base.
@@ -192,16 +199,23 @@ impl Engine {
                 .collect()
         };
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut base_keys = base_keys;
         if !base_keys.is_empty() {
-            let plain_keys: Vec<Vec<u8>> =
-                base_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
-            match self.storage.get_many(&plain_keys).await {
-                Ok(values) => {
-                    for (key, value) in base_keys.iter().zip(values) {
-                        if let Some(value) = value {
-                            entries.push((data_key(&Version::base(), key), value));
+            // A key is written for the first time only if no commit anywhere
+            // wrote it (no marker): then its plain value becomes the base.
+            match self.read_plain_with_markers(&base_keys).await {
+                Ok((plain, markers)) => {
+                    let mut first_writes = Vec::new();
+                    for ((key, value), marker) in base_keys.iter().zip(plain).zip(markers) {
+                        if marker.is_some() {
+                            continue;
                         }
+                        if let Some(value) = value {
+                            entries.push((data_key(&Version::base(), key), value.to_vec()));
+                        }
+                        first_writes.push(key.clone());
                     }
+                    base_keys = first_writes;
                 }
                 Err(e) => {
                     let reason = TxnError::storage(tid, e).to_string();
@@ -219,11 +233,31 @@ impl Engine {
             write_set: write_set.clone(),
             coordinator: self.config.node_address.clone(),
             base_keys: base_keys.clone(),
+            aborted: false,
         }
         .encode_to_vec();
         let record_key = commit_record_key(tid);
 
-        let record_write = if self.storage.atomic_batches() {
+        let record_write = if !plan.remote.is_empty() {
+            // Participants may claim the decision key with an abort marker
+            // if we are too slow: write the record only if the key is free.
+            if let Err(e) = self.storage.put_many(&entries).await {
+                let reason = TxnError::storage(tid, e).to_string();
+                return self.abort_commit(tid, &plan, &write_set, reason).await;
+            }
+            match self.storage.put_if_absent(&record_key, &record).await {
+                Ok(true) => Ok(()),
+                Ok(false) => match self.read_decision(tid).await {
+                    Ok(Decision::Committed(_)) => Ok(()),
+                    _ => {
+                        let reason =
+                            "a participant gave up waiting and aborted the commit".to_string();
+                        return self.abort_commit(tid, &plan, &write_set, reason).await;
+                    }
+                },
+                Err(e) => Err(e),
+            }
+        } else if self.storage.atomic_batches() {
             entries.push((record_key, record));
             self.storage.put_many(&entries).await
         } else {
@@ -235,8 +269,8 @@ impl Engine {
         };
         if let Err(e) = record_write {
             // The record may or may not have landed: read it back.
-            match self.commit_record_exists(tid).await {
-                Ok(Some(_)) => {}
+            match self.read_decision(tid).await {
+                Ok(Decision::Committed(_)) => {}
                 _ => {
                     let reason = TxnError::storage(tid, e).to_string();
                     return self.abort_commit(tid, &plan, &write_set, reason).await;
@@ -244,6 +278,7 @@ impl Engine {
             }
         }
 
+        crate::failpoint::hit("commit.after_record");
         // Committed. Install, answer, tell participants, publish.
         let meta = CommitMeta {
             tid: Arc::from(tid),
@@ -263,11 +298,16 @@ impl Engine {
             );
         }
         let outcome = Outcome::Committed { timestamp };
-        self.decide_upstream(tid, &plan, &outcome, &write_set).await;
+        self.decide_upstream(tid, &plan, Some(&meta)).await;
+        if let Some(feed) = self.commit_feed.get() {
+            let _ = feed.send(meta.clone());
+        }
         spawn_publish(
             Arc::clone(&self.storage),
             self.metrics.clone(),
+            tid,
             timestamp,
+            write_set.clone(),
             plan.local.clone(),
         );
         outcome
@@ -283,7 +323,7 @@ impl Engine {
         if plan.remote.is_empty() {
             return Ok(Vec::new());
         }
-        let Some(remote) = &self.remote else {
+        let Some(remote) = self.remote.get() else {
             return Err(TxnError::Peer {
                 tid: tid.to_string(),
                 peer: plan.remote.keys().cloned().collect::<Vec<_>>().join(","),
@@ -320,25 +360,20 @@ impl Engine {
     /// Tells every upstream node the outcome (best effort: a participant
     /// that misses it learns a commit from gossip and the commit record, and
     /// an abort from its lease and the orphan sweep).
-    async fn decide_upstream(
-        &self,
-        tid: &str,
-        plan: &CommitPlan,
-        outcome: &Outcome,
-        write_set: &[String],
-    ) {
-        let Some(remote) = &self.remote else { return };
+    async fn decide_upstream(&self, tid: &str, plan: &CommitPlan, commit: Option<&CommitMeta>) {
+        let Some(remote) = self.remote.get() else {
+            return;
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for node in plan.remote.keys() {
-            let (remote, node, tid, outcome, write_set) = (
+            let (remote, node, tid, commit) = (
                 Arc::clone(remote),
                 node.clone(),
                 tid.to_string(),
-                outcome.clone(),
-                write_set.to_vec(),
+                commit.cloned(),
             );
             tasks.spawn(async move {
-                if let Err(e) = remote.decide(&node, &tid, &outcome, &write_set).await {
+                if let Err(e) = remote.decide(&node, &tid, commit.as_ref()).await {
                     warn!(tid = %tid, peer = %node, error = %e, "could not deliver commit decision");
                 }
             });
@@ -357,7 +392,7 @@ impl Engine {
     ) -> Outcome {
         warn!(tid = %tid, %reason, "commit failed before its commit point; aborting");
         let outcome = Outcome::Aborted { reason };
-        self.decide_upstream(tid, plan, &outcome, write_set).await;
+        self.decide_upstream(tid, plan, None).await;
         let mut garbage: Vec<Vec<u8>> = vec![commit_record_key(tid)];
         garbage.extend(write_set.iter().map(|k| data_key_for_tid(tid, k)));
         if let Err(e) = self.storage.delete_many(&garbage).await {
@@ -368,16 +403,31 @@ impl Engine {
     }
 }
 
-/// Publishes committed values to their plain keys (LWW with the commit
-/// timestamp) so readers outside the sidecar see them. Never a source of
-/// truth for transactions; failures are counted and logged.
+/// After a commit: writes the key markers (`aft/k/{key}`, "this key has
+/// committed versions"), then publishes the committed values to their plain
+/// keys (LWW with the commit timestamp) so readers outside the sidecar see
+/// them. Markers always land before publications, so a reader that finds a
+/// published value and then looks for the marker finds it. Never a source
+/// of truth for transactions; failures are counted and logged.
 fn spawn_publish(
     storage: Arc<dyn Storage>,
     metrics: Metrics,
+    tid: &str,
     timestamp: u64,
+    write_set: Vec<String>,
     values: BTreeMap<String, Bytes>,
 ) {
+    let tid = tid.to_string();
     tokio::spawn(async move {
+        let markers: Vec<(Vec<u8>, Vec<u8>)> = write_set
+            .iter()
+            .map(|key| (key_marker(key), tid.as_bytes().to_vec()))
+            .collect();
+        if let Err(e) = storage.put_many(&markers).await {
+            metrics.publish_failures.inc();
+            warn!(tid = %tid, error = %e, "writing key markers failed; not publishing plain values");
+            return;
+        }
         for (key, payload) in values {
             let Ok(lww) = LwwValue::decode(payload.as_ref()) else {
                 continue;

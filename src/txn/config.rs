@@ -28,6 +28,10 @@ pub struct EngineConfig {
     pub orphan_grace: Duration,
     /// How many finished transactions' outcomes are remembered for retries.
     pub outcome_retention: usize,
+    /// A participant prepared this long without hearing the coordinator's
+    /// decision settles it from storage (committed if the commit record
+    /// exists, otherwise it claims the decision with an abort marker).
+    pub decision_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +47,7 @@ impl Default for EngineConfig {
             orphan_sweep_interval: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(120),
             outcome_retention: 1_000_000,
+            decision_timeout: Duration::from_secs(10),
         }
     }
 }

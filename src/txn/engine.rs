@@ -19,9 +19,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use super::keys::{commit_record_key, data_key};
+use super::keys::{commit_record_key, data_key, key_marker};
 use super::outcome::{Outcome, OutcomeLog};
 use super::read_rule::{record_read, select_version, Selection};
+use super::recovery::{decode_decision, Decision};
 use super::remote::Remote;
 use super::transaction::{Phase, Transaction};
 use super::{EngineConfig, TxnError};
@@ -58,9 +59,18 @@ pub struct Engine {
     pub(crate) outcomes: Mutex<OutcomeLog>,
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Metrics,
-    pub(crate) remote: Option<Arc<dyn Remote>>,
+    pub(crate) remote: std::sync::OnceLock<Arc<dyn Remote>>,
+    /// Where commits made here are announced (the gossip task), if anywhere.
+    pub(crate) commit_feed:
+        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::meta::CommitMeta>>,
     /// Storage keys whose deletion failed; retried by the next GC pass.
     pub(crate) pending_deletes: Mutex<Vec<Vec<u8>>>,
+    /// Multi-node: the cluster-wide GC watermark (see `gc.rs`). Unset on a
+    /// single node, where dropped data is deleted at once.
+    pub(crate) global_watermark: std::sync::OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// Multi-node: data keys of dropped versions, waiting for the watermark
+    /// to pass their superseder's timestamp.
+    pub(crate) deferred_deletes: Mutex<std::collections::VecDeque<(u64, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -77,9 +87,30 @@ enum Plan {
     Ready(Option<Bytes>, ReadSource),
     Fetch(Version),
     Plain,
+    /// Buffered by this transaction on another node of its DAG.
+    Upstream(String),
 }
 
 impl Engine {
+    /// Connects the engine to other sidecars (once; later calls are ignored).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// Announces every commit made here on `feed` (once; later calls are ignored).
+    pub fn set_commit_feed(
+        &self,
+        feed: tokio::sync::mpsc::UnboundedSender<crate::meta::CommitMeta>,
+    ) {
+        let _ = self.commit_feed.set(feed);
+    }
+
+    /// Makes GC cluster-aware: dropped data is deleted only once `watermark()`
+    /// (the smallest GC watermark of all live nodes) passes its superseder.
+    pub fn set_global_watermark(&self, watermark: Arc<dyn Fn() -> u64 + Send + Sync>) {
+        let _ = self.global_watermark.set(watermark);
+    }
+
     /// This node's configuration.
     pub fn config(&self) -> &EngineConfig {
         &self.config
@@ -174,9 +205,21 @@ impl Engine {
     }
 
     async fn read_in(&self, slot: &TxnSlot, keys: &[String]) -> Result<Vec<ReadValue>, TxnError> {
-        let (tid, plans) = self.plan_reads(slot, keys)?;
+        let (tid, plans) = match self.plan_reads(slot, keys) {
+            Err(TxnError::NoConsistentVersion { key, .. }) => {
+                // The lower bound names a commit this node has not heard of
+                // yet (gossip lag): learn it from its commit record, retry once.
+                let bound = slot.lock().lower.get(&key).cloned();
+                if let Some(version) = bound {
+                    self.fetch_commit(&version).await?;
+                }
+                self.plan_reads(slot, keys)?
+            }
+            other => other?,
+        };
         let mut results: Vec<Option<Option<Bytes>>> = Vec::with_capacity(keys.len());
         let mut misses: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut plain: Vec<usize> = Vec::new();
         for (i, (key, plan)) in keys.iter().zip(&plans).enumerate() {
             match plan {
                 Plan::Ready(value, source) => {
@@ -197,8 +240,18 @@ impl Engine {
                     }
                 }
                 Plan::Plain => {
-                    misses.push((i, key.as_bytes().to_vec()));
+                    plain.push(i);
                     results.push(None);
+                }
+                Plan::Upstream(node) => {
+                    let remote = self.remote.get().ok_or_else(|| TxnError::Peer {
+                        tid: tid.clone(),
+                        peer: node.clone(),
+                        reason: "no peer layer configured".into(),
+                    })?;
+                    let value = remote.read_buffered(node, &tid, key).await?;
+                    self.metrics.read_from(ReadSource::Buffer);
+                    results.push(Some(value));
                 }
             }
         }
@@ -212,29 +265,37 @@ impl Engine {
             for ((i, _), value) in misses.iter().zip(fetched) {
                 self.metrics.read_from(ReadSource::Storage);
                 let key = &keys[*i];
-                let value = match &plans[*i] {
-                    Plan::Fetch(version) => {
-                        let value = value.map(Bytes::from);
-                        if value.is_none() && !version.is_base() {
-                            return Err(TxnError::CorruptRecord {
-                                key: key.clone(),
-                                reason: format!("data of committed version {version} is missing"),
-                            });
-                        }
-                        self.cache.insert(
-                            VersionedKey {
-                                key: Arc::from(key.as_str()),
-                                version: version.clone(),
-                            },
-                            value.clone(),
-                        );
-                        value
-                    }
-                    _ => {
-                        self.settle_plain_read(slot, key, value.map(Bytes::from))
-                            .await?
-                    }
+                let Plan::Fetch(version) = &plans[*i] else {
+                    continue;
                 };
+                let value = value.map(Bytes::from);
+                if value.is_none() && !version.is_base() {
+                    return Err(TxnError::CorruptRecord {
+                        key: key.clone(),
+                        reason: format!("data of committed version {version} is missing"),
+                    });
+                }
+                self.cache.insert(
+                    VersionedKey {
+                        key: Arc::from(key.as_str()),
+                        version: version.clone(),
+                    },
+                    value.clone(),
+                );
+                results[*i] = Some(value);
+            }
+        }
+        if !plain.is_empty() {
+            let plain_keys: Vec<String> = plain.iter().map(|i| keys[*i].clone()).collect();
+            let (values, markers) = self
+                .read_plain_with_markers(&plain_keys)
+                .await
+                .map_err(|e| TxnError::storage(&tid, e))?;
+            for ((i, value), marker) in plain.iter().zip(values).zip(markers) {
+                self.metrics.read_from(ReadSource::Storage);
+                let value = self
+                    .settle_plain_read(slot, &keys[*i], value.map(Bytes::from), marker)
+                    .await?;
                 results[*i] = Some(value);
             }
         }
@@ -258,6 +319,10 @@ impl Engine {
         for key in keys {
             if let Some(value) = txn.writes.get(key) {
                 plans.push(Plan::Ready(Some(value.clone()), ReadSource::Buffer));
+                continue;
+            }
+            if let Some(node) = txn.upstream_writes.get(key) {
+                plans.push(Plan::Upstream(node.clone()));
                 continue;
             }
             if let Some(version) = txn.reads.get(key) {
@@ -290,17 +355,25 @@ impl Engine {
         Ok((tid, plans))
     }
 
-    /// A plain-key value was read for a key with no committed version. If a
-    /// commit installed the key's first version meanwhile, the plain key may
-    /// already hold that commit's published value: read the saved base
-    /// version instead, so the read stays the base the read set recorded.
+    /// A plain-key value was read for a key with no committed version here.
+    /// If some commit wrote the key (its marker exists: possibly on another
+    /// node, not yet installed here, or just now), the plain key may already
+    /// hold that commit's published value: read the saved base version
+    /// instead, so the read stays the base that the read set recorded, and
+    /// learn that commit for later reads.
     async fn settle_plain_read(
         &self,
         slot: &TxnSlot,
         key: &str,
         value: Option<Bytes>,
+        marker: Option<Vec<u8>>,
     ) -> Result<Option<Bytes>, TxnError> {
-        let has_versions = !self.index.view().versions(key).is_empty();
+        if let Some(writer) = marker.as_deref().and_then(|m| std::str::from_utf8(m).ok()) {
+            if !self.index.contains_txn(writer) {
+                let _ = self.fetch_commit(&Version::new(0, writer)).await;
+            }
+        }
+        let has_versions = marker.is_some() || !self.index.view().versions(key).is_empty();
         let value = if has_versions {
             let tid = slot.lock().id.to_string();
             self.storage
@@ -316,6 +389,29 @@ impl Engine {
             .entry(key.to_string())
             .or_insert(value.clone());
         Ok(value)
+    }
+
+    /// Reads the plain values of `keys` and their markers. The marker of a
+    /// key is read no earlier than its plain value (one snapshot where the
+    /// backend's multi-key reads are atomic, else plain first, markers
+    /// second): a plain value that is a publication implies its marker is seen.
+    pub(crate) async fn read_plain_with_markers(
+        &self,
+        keys: &[String],
+    ) -> Result<(Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>), crate::storage::StorageError> {
+        let plain_keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        let marker_keys: Vec<Vec<u8>> = keys.iter().map(|k| key_marker(k)).collect();
+        if self.storage.snapshot_reads() {
+            let mut asked = plain_keys;
+            asked.extend(marker_keys);
+            let mut values = self.storage.get_many(&asked).await?;
+            let markers = values.split_off(keys.len());
+            Ok((values, markers))
+        } else {
+            let values = self.storage.get_many(&plain_keys).await?;
+            let markers = self.storage.get_many(&marker_keys).await?;
+            Ok((values, markers))
+        }
     }
 
     /// Buffers writes of transaction `tid` (values are serialized `LWWValue`s).
@@ -413,14 +509,13 @@ impl Engine {
     }
 
     /// Makes transaction `tid` known here for a DAG function downstream of
-    /// the node `upstream`. A transaction already known here, or one whose
-    /// upstream is this node, needs nothing. Otherwise its state is fetched
-    /// from the upstream sidecar; if that fails, the transaction is
-    /// registered as failed so its later calls fail and its commit aborts.
+    /// the node `upstream`. If `upstream` is this node, nothing is needed.
+    /// Otherwise the transaction's state is fetched from the upstream
+    /// sidecar: registered here if new, merged in if the transaction already
+    /// runs here (fan-in: a function with several upstream branches). If
+    /// that fails, the transaction is marked failed here so its later calls
+    /// fail and its commit aborts.
     pub async fn continue_from(&self, tid: &str, upstream: &str) -> Result<(), TxnError> {
-        if self.txns.lock().contains_key(tid) {
-            return Ok(());
-        }
         if let Some(outcome) = self.outcomes.lock().get(tid) {
             return Err(TxnError::Ended {
                 tid: tid.to_string(),
@@ -431,42 +526,72 @@ impl Engine {
                 },
             });
         }
-        let fetched = match &self.remote {
-            Some(remote) if upstream != self.config.node_address => {
-                remote.fetch_transaction(upstream, tid).await
-            }
-            _ => Err(TxnError::Peer {
+        let local = self.txns.lock().get(tid).cloned();
+        if upstream == self.config.node_address || upstream.is_empty() {
+            return match local {
+                Some(_) => Ok(()),
+                None => {
+                    let err = TxnError::UnknownTransaction {
+                        tid: tid.to_string(),
+                    };
+                    self.register_failed(tid, &err);
+                    Err(err)
+                }
+            };
+        }
+        let fetched = match self.remote.get() {
+            Some(remote) => remote.fetch_transaction(upstream, tid).await,
+            None => Err(TxnError::Peer {
                 tid: tid.to_string(),
                 peer: upstream.to_string(),
-                reason: "transaction is not known here and no peer can supply it".into(),
+                reason: "the transaction started on another node and the peer layer is off".into(),
             }),
         };
-        match fetched {
-            Ok(state) => {
+        match (fetched, local) {
+            (Ok(state), None) => {
                 self.register(state.into_transaction(tid, upstream))?;
                 Ok(())
             }
-            Err(err) => {
-                let mut txn = Transaction::new(Arc::from(tid), 0);
-                txn.phase = Phase::Failed(err.to_string());
-                // Ignore a full table here: the transaction is failed anyway.
-                let _ = self.register(txn);
+            (Ok(state), Some(slot)) => {
+                slot.lock().merge_upstream(state, upstream);
+                Ok(())
+            }
+            (Err(err), Some(slot)) => {
+                let mut txn = slot.lock();
+                if txn.phase == Phase::Running {
+                    txn.phase = Phase::Failed(err.to_string());
+                }
+                Err(err)
+            }
+            (Err(err), None) => {
+                self.register_failed(tid, &err);
                 Err(err)
             }
         }
     }
 
-    /// Whether a commit record for `tid` exists in storage.
-    pub(crate) async fn commit_record_exists(&self, tid: &str) -> Result<Option<u64>, TxnError> {
+    /// Registers `tid` here as failed (its calls fail, its commit aborts).
+    fn register_failed(&self, tid: &str, err: &TxnError) {
+        let mut txn = Transaction::new(Arc::from(tid), 0);
+        txn.phase = Phase::Failed(err.to_string());
+        // A full table is fine to ignore: unknown transactions fail too.
+        let _ = self.register(txn);
+    }
+
+    /// What storage says of `tid`'s outcome (its decision key).
+    pub(crate) async fn read_decision(&self, tid: &str) -> Result<Decision, TxnError> {
+        let key = commit_record_key(tid);
         let record = self
             .storage
-            .get(&commit_record_key(tid))
+            .get(&key)
             .await
             .map_err(|e| TxnError::storage(tid, e))?;
         match record {
-            None => Ok(None),
-            Some(bytes) => super::recovery::decode_commit_record(&commit_record_key(tid), &bytes)
-                .map(|meta| Some(meta.timestamp)),
+            None => Ok(Decision::Undecided),
+            Some(bytes) => Ok(match decode_decision(&key, &bytes)? {
+                Some(meta) => Decision::Committed(meta.timestamp),
+                None => Decision::Aborted,
+            }),
         }
     }
 }

@@ -33,12 +33,34 @@ impl Engine {
         };
         let outcome = self.index.collect(min_start);
         let mut garbage: Vec<Vec<u8>> = std::mem::take(&mut *self.pending_deletes.lock());
-        for (key, version) in &outcome.dropped {
-            garbage.push(data_key(version, key));
-            self.cache.remove(&VersionedKey {
-                key: Arc::from(key.as_str()),
-                version: version.clone(),
-            });
+        let watermark = self.global_watermark.get().map(|w| w());
+        {
+            let mut deferred = self.deferred_deletes.lock();
+            for dropped in &outcome.dropped {
+                self.cache.remove(&VersionedKey {
+                    key: Arc::from(dropped.key.as_str()),
+                    version: dropped.version.clone(),
+                });
+                let key = data_key(&dropped.version, &dropped.key);
+                if watermark.is_some() {
+                    deferred.push_back((dropped.superseded_by, key));
+                } else {
+                    garbage.push(key);
+                }
+            }
+            // Multi-node: a version's data goes only once every live node
+            // has installed its superseder and no longer needs it.
+            if let Some(watermark) = watermark {
+                let mut kept = std::collections::VecDeque::with_capacity(deferred.len());
+                while let Some((superseded_by, key)) = deferred.pop_front() {
+                    if superseded_by < watermark {
+                        garbage.push(key);
+                    } else {
+                        kept.push_back((superseded_by, key));
+                    }
+                }
+                *deferred = kept;
+            }
         }
         // Data first, records after: a crash in between leaves records whose
         // versions are all superseded, which recovery drops again.
@@ -67,6 +89,17 @@ impl Engine {
         }
         self.metrics.gc_deleted_keys.inc_by(deleted as u64);
         deleted
+    }
+
+    /// The GC watermark this node advertises to its peers: every version
+    /// superseded by a commit older than this has been dropped here (or was
+    /// never needed), as far as this node has heard of commits. Gossip lag is
+    /// covered by a margin.
+    pub fn local_gc_watermark(&self, gossip_margin: Duration) -> u64 {
+        let horizon = crate::meta::now_micros().saturating_sub(gossip_margin.as_micros() as u64);
+        self.index
+            .oldest_retained_superseder()
+            .map_or(horizon, |ts| ts.min(horizon))
     }
 
     /// Deletes data of transactions with no commit record that are older
@@ -140,7 +173,8 @@ impl Engine {
             .iter()
             .filter(|(_, slot)| {
                 let txn = slot.lock();
-                txn.phase != Phase::Committing && now.duration_since(txn.last_active) > lease
+                matches!(txn.phase, Phase::Running | Phase::Failed(_))
+                    && now.duration_since(txn.last_active) > lease
             })
             .map(|(tid, _)| Arc::clone(tid))
             .collect();

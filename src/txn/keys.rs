@@ -3,6 +3,8 @@
 //! - `aft/c/<tid>`: the commit record of `<tid>` (the commit point);
 //! - `aft/d/<tid>/<key>`: the value `<tid>` wrote to `<key>`;
 //! - `aft/d/~base/<key>`: the plain value `<key>` had before its first commit;
+//! - `aft/k/<key>`: a marker naming a transaction that wrote `<key>` (written
+//!   with the commit's data, before publication): "this key has versions";
 //! - `<key>`: the plain key, where the newest committed value is published.
 //!
 //! Transaction ids never contain `/` (they are checked at the IPC edge), so
@@ -14,6 +16,14 @@ use crate::meta::Version;
 pub const COMMIT_PREFIX: &[u8] = b"aft/c/";
 /// Prefix of every data version key.
 pub const DATA_PREFIX: &[u8] = b"aft/d/";
+
+/// Prefix of the per-key markers.
+pub const MARKER_PREFIX: &[u8] = b"aft/k/";
+
+/// `aft/k/<key>`: names a committed (or committing) writer of `key`.
+pub fn key_marker(key: &str) -> Vec<u8> {
+    [MARKER_PREFIX, key.as_bytes()].concat()
+}
 
 /// `aft/c/<tid>`.
 pub fn commit_record_key(tid: &str) -> Vec<u8> {

@@ -12,6 +12,7 @@ mod error;
 mod gc;
 pub mod keys;
 mod outcome;
+mod participant;
 pub mod read_rule;
 mod recovery;
 mod remote;
@@ -23,7 +24,7 @@ pub use config::EngineConfig;
 pub use engine::{Engine, ReadValue, Started};
 pub use error::TxnError;
 pub use outcome::{Outcome, OutcomeLog};
-pub use recovery::decode_commit_record;
+pub use recovery::{decode_commit_record, decode_decision, Decision};
 pub use remote::{Remote, UpstreamState};
 pub use transaction::{Phase, Transaction};
 
@@ -56,9 +57,15 @@ impl Engine {
             outcomes: Mutex::new(OutcomeLog::new(config.outcome_retention)),
             config,
             metrics,
-            remote,
+            remote: std::sync::OnceLock::new(),
+            commit_feed: std::sync::OnceLock::new(),
             pending_deletes: Mutex::new(Vec::new()),
+            global_watermark: std::sync::OnceLock::new(),
+            deferred_deletes: Mutex::new(std::collections::VecDeque::new()),
         });
+        if let Some(remote) = remote {
+            engine.set_remote(remote);
+        }
         engine.recover().await?;
         Ok(engine)
     }

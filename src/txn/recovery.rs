@@ -17,6 +17,29 @@ use crate::proto::records::CommitRecord;
 /// Commit records read per storage round trip during recovery.
 const RECOVERY_BATCH: usize = 1000;
 
+/// What the decision key `aft/c/{tid}` of a transaction says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Committed at this timestamp.
+    Committed(u64),
+    /// An abort marker: it will never commit.
+    Aborted,
+    /// Nothing yet.
+    Undecided,
+}
+
+/// Decodes a decision record: `Ok(None)` for an abort marker.
+pub fn decode_decision(key: &[u8], bytes: &[u8]) -> Result<Option<CommitMeta>, TxnError> {
+    let record = CommitRecord::decode(bytes).map_err(|e| TxnError::CorruptRecord {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })?;
+    if record.aborted {
+        return Ok(None);
+    }
+    decode_commit_record(key, bytes).map(Some)
+}
+
 /// Decodes a commit record read from storage.
 pub fn decode_commit_record(key: &[u8], bytes: &[u8]) -> Result<CommitMeta, TxnError> {
     let corrupt = |reason: String| TxnError::CorruptRecord {
@@ -30,6 +53,9 @@ pub fn decode_commit_record(key: &[u8], bytes: &[u8]) -> Result<CommitMeta, TxnE
             record.format_version
         )));
     }
+    if record.aborted {
+        return Err(corrupt("an abort marker, not a commit record".into()));
+    }
     if record.tid.is_empty() || record.timestamp == 0 {
         return Err(corrupt("commit record without id or timestamp".into()));
     }
@@ -42,10 +68,8 @@ pub fn decode_commit_record(key: &[u8], bytes: &[u8]) -> Result<CommitMeta, TxnE
 }
 
 impl Engine {
-    /// Rebuilds the index from every commit record in storage, then runs a
-    /// GC pass (nothing runs yet, so every superseded version goes).
-    /// Returns how many commits were installed.
-    pub(crate) async fn recover(&self) -> Result<usize, TxnError> {
+    /// Every commit record in storage (abort markers and unreadable records skipped).
+    async fn load_commits(&self) -> Result<Vec<CommitMeta>, TxnError> {
         let keys = self
             .storage
             .scan_prefix(COMMIT_PREFIX)
@@ -60,22 +84,35 @@ impl Engine {
                 .map_err(|e| TxnError::storage("", e))?;
             for (key, value) in chunk.iter().zip(values) {
                 let Some(value) = value else { continue };
-                match decode_commit_record(key, &value) {
-                    Ok(meta) => commits.push(meta),
+                match decode_decision(key, &value) {
+                    Ok(Some(meta)) => commits.push(meta),
+                    Ok(None) => {} // an abort marker
                     Err(e) => warn!(error = %e, "skipping unreadable commit record"),
                 }
             }
         }
         commits.sort_by_key(|c| c.version());
-        for commit in &commits {
-            self.clock.observe(commit.timestamp);
-            self.index.install(commit);
-        }
+        Ok(commits)
+    }
+
+    /// Rebuilds the index from every commit record in storage, then runs a
+    /// GC pass (nothing runs yet, so every superseded version goes).
+    /// Returns how many commits were installed.
+    pub(crate) async fn recover(&self) -> Result<usize, TxnError> {
+        let commits = self.load_commits().await?;
+        let installed = self.learn_commits(&commits);
         info!(
-            commits = commits.len(),
+            commits = installed,
             "recovered the committed-version index from storage"
         );
         self.collect_garbage().await;
-        Ok(commits.len())
+        Ok(installed)
+    }
+
+    /// Installs commits found in storage that this node has not heard of
+    /// (the anti-entropy backstop of multi-node deployments). Returns how many.
+    pub async fn learn_from_storage(&self) -> Result<usize, TxnError> {
+        let commits = self.load_commits().await?;
+        Ok(self.learn_commits(&commits))
     }
 }

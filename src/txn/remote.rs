@@ -7,10 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::outcome::Outcome;
 use super::transaction::Transaction;
 use super::TxnError;
-use crate::meta::Version;
+use crate::meta::{CommitMeta, Version};
 
 /// What an upstream node knows of a transaction (its DAG functions so far).
 #[derive(Debug, Clone, Default)]
@@ -66,12 +65,12 @@ pub trait Remote: Send + Sync + 'static {
         exclude: &[String],
     ) -> Result<Vec<String>, TxnError>;
 
-    /// Tells `node` how `tid` ended; `write_set` is the whole transaction's.
+    /// Tells `node` how `tid` ended: `Some(commit)` = committed (with the
+    /// whole transaction's metadata), `None` = aborted.
     async fn decide(
         &self,
         node: &str,
         tid: &str,
-        outcome: &Outcome,
-        write_set: &[String],
+        commit: Option<&CommitMeta>,
     ) -> Result<(), TxnError>;
 }

@@ -18,6 +18,14 @@ pub enum Phase {
     Committing,
     /// Failed (upstream unreachable, storage error, ...); it can only abort.
     Failed(String),
+    /// A participant of a multi-node commit: its buffered writes are
+    /// persisted (since `at`) and it waits for the coordinator's decision.
+    Prepared {
+        /// When it was prepared.
+        at: Instant,
+        /// The keys it persisted.
+        keys: Vec<String>,
+    },
 }
 
 /// A transaction's state: its read set, lower bounds and write buffer.
@@ -74,7 +82,7 @@ impl Transaction {
                 self.last_active = Instant::now();
                 Ok(())
             }
-            Phase::Committing => Err(TxnError::Committing {
+            Phase::Committing | Phase::Prepared { .. } => Err(TxnError::Committing {
                 tid: self.id.to_string(),
             }),
             Phase::Failed(reason) => Err(TxnError::Failed {
@@ -105,5 +113,38 @@ impl Transaction {
             self.write_bytes += value.len() + key.len();
         }
         Ok(())
+    }
+
+    /// Merges the state of another upstream branch of the DAG (fan-in):
+    /// its buffered keys (this node's own writes win), its reads and lower
+    /// bounds where this node has none (the newer bound wins), its upstream nodes.
+    pub fn merge_upstream(&mut self, state: super::UpstreamState, upstream: &str) {
+        for (key, node) in state.buffered {
+            if !self.writes.contains_key(&key) {
+                self.upstream_writes.entry(key).or_insert(node);
+            }
+        }
+        for (key, version) in state.reads {
+            self.reads.entry(key).or_insert(version);
+        }
+        for (key, version) in state.lower {
+            match self.lower.get_mut(&key) {
+                Some(bound) if *bound >= version => {}
+                Some(bound) => *bound = version,
+                None => {
+                    self.lower.insert(key, version);
+                }
+            }
+        }
+        for node in state
+            .upstream_nodes
+            .into_iter()
+            .chain([upstream.to_string()])
+        {
+            if !self.upstream.contains(&node) {
+                self.upstream.push(node);
+            }
+        }
+        self.last_active = Instant::now();
     }
 }

@@ -16,6 +16,7 @@ pub async fn run_all(s: &dyn Storage) {
     prefix_scan_of_one_hundred_thousand(s, b"scan/").await;
     prefix_scan_escapes_globs(s, b"glob/").await;
     lww_merge_keeps_newest(s, b"lww/").await;
+    put_if_absent_writes_once(s, b"nx/").await;
 }
 
 fn key(ns: &[u8], k: &str) -> Vec<u8> {
@@ -194,4 +195,15 @@ pub async fn lww_merge_keeps_newest(s: &dyn Storage, ns: &[u8]) {
         s.merge_lww(&hot, ts, &value).await.unwrap();
     }
     assert_eq!(s.get(&hot).await.unwrap(), Some(lww(40, b"v40")));
+}
+
+/// `put_if_absent` writes once; later calls leave the value alone.
+pub async fn put_if_absent_writes_once(s: &dyn Storage, ns: &[u8]) {
+    let k = key(ns, "once");
+    assert!(s.put_if_absent(&k, b"first").await.unwrap());
+    assert!(!s.put_if_absent(&k, b"second").await.unwrap());
+    assert_eq!(s.get(&k).await.unwrap(), Some(b"first".to_vec()));
+    s.delete(&k).await.unwrap();
+    assert!(s.put_if_absent(&k, b"").await.unwrap());
+    assert_eq!(s.get(&k).await.unwrap(), Some(Vec::new()));
 }

@@ -93,6 +93,11 @@ impl Storage for FaultyStorage {
         self.down("merge_lww")?;
         self.inner.merge_lww(key, ts, v).await
     }
+    async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        self.down("put_if_absent")?;
+        self.inner.put_if_absent(key, value).await
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.down("ping")?;
         self.inner.ping().await

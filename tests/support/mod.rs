@@ -1,6 +1,7 @@
 //! Shared test support: real server processes and the storage conformance suite.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod conformance;
 pub mod faulty;
 pub mod redis;

@@ -14,21 +14,40 @@ pub struct Sidecar {
     pub metrics_url: Option<String>,
     pub binary: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment (e.g. `AFT_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
     stderr_log: PathBuf,
 }
 
 impl Sidecar {
     /// Starts `binary` with `--ipc-dir ipc_dir` plus `args` and waits until it is ready.
     pub fn start(binary: &Path, ipc_dir: &Path, args: &[&str]) -> Sidecar {
+        Self::start_with_env(binary, ipc_dir, args, &[])
+    }
+
+    /// [`Sidecar::start`] with extra environment variables.
+    pub fn start_with_env(
+        binary: &Path,
+        ipc_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         let mut sidecar = Sidecar {
             child: None,
             ipc_dir: ipc_dir.to_path_buf(),
             metrics_url: None,
             binary: binary.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             stderr_log: ipc_dir.with_extension("stderr.log"),
         };
-        sidecar.spawn().expect("sidecar must start");
+        sidecar.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Err(stderr) = sidecar.spawn() {
+            panic!("sidecar did not start: {stderr}");
+        }
         sidecar
     }
 
@@ -40,6 +59,7 @@ impl Sidecar {
             .arg(&self.ipc_dir)
             .args(&self.args)
             .env("AFT_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -114,6 +134,21 @@ impl Sidecar {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return status.code();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// Whether the process is still running.

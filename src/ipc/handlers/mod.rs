@@ -36,7 +36,7 @@ pub async fn handle(
     endpoint: Endpoint,
     request: Request,
     reply_to: String,
-    slot: PendingSlot,
+    slot: Option<PendingSlot>,
 ) {
     let started = Instant::now();
     let frame = match request {
@@ -66,37 +66,32 @@ pub async fn handle(
     ctx.replies.send(Reply {
         address: reply_to,
         frame,
-        slot: Some(slot),
+        slot,
     });
 }
 
-/// The reply to a request refused before reaching its handler (the client
-/// is over its pending-reply limit, or its transaction id is malformed):
-/// an error in the endpoint's reply shape.
-pub fn refusal(endpoint: Endpoint, request: &Request, reason: &str) -> Vec<u8> {
+/// The reply to a read or write refused before reaching its handler (the
+/// client is over its pending-reply limit): an error in the endpoint's reply
+/// shape. Other endpoints are never refused.
+pub fn refusal(request: &Request, reason: &str) -> Option<Vec<u8>> {
     match request {
         Request::Get {
             request_id, keys, ..
-        } => get::error_response(
+        } => Some(get::error_response(
             request_id,
             keys.iter().cloned(),
             crate::proto::anna::AnnaError::Timeout,
             reason,
-        ),
+        )),
         Request::Put {
             request_id, tuples, ..
-        } => put::error_response(
+        } => Some(put::error_response(
             request_id,
             tuples.iter().map(|t| t.key.clone()),
             crate::proto::anna::AnnaError::Timeout,
             reason,
-        ),
-        Request::Continue { .. } => Vec::new(),
-        Request::Start { .. } => tag("", TransactionStatus::Aborted, ""),
-        Request::Commit { tid, .. } | Request::Abort { tid, .. } => {
-            let _ = endpoint;
-            tag(tid, TransactionStatus::Aborted, "")
-        }
+        )),
+        _ => None,
     }
 }
 

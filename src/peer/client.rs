@@ -1,0 +1,138 @@
+//! The engine's [`Remote`] implemented over the peer transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::codec::{commit_to_proto, state_from_proto};
+use super::membership::Membership;
+use super::transport::Transport;
+use super::PeerError;
+use crate::meta::CommitMeta;
+use crate::proto::peer::{peer_envelope::Body, Decide, FetchTransaction, Prepare, ReadBuffered};
+use crate::txn::{Remote, TxnError, UpstreamState};
+
+/// Calls other sidecars on behalf of the engine.
+pub struct PeerClient {
+    /// The transport.
+    pub transport: Transport,
+    /// Cluster view (requests to nodes known to be down fail at once).
+    pub membership: Arc<Membership>,
+    /// Timeout of ordinary requests.
+    pub timeout: Duration,
+    /// Timeout of a prepare (the peer writes to storage).
+    pub prepare_timeout: Duration,
+}
+
+fn peer_error(tid: &str, peer: &str, e: PeerError) -> TxnError {
+    TxnError::Peer {
+        tid: tid.to_string(),
+        peer: peer.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl PeerClient {
+    async fn call(
+        &self,
+        tid: &str,
+        node: &str,
+        body: Body,
+        timeout: Duration,
+    ) -> Result<Body, TxnError> {
+        if self.membership.is_down(node) {
+            return Err(peer_error(
+                tid,
+                node,
+                PeerError::PeerDown {
+                    peer: node.to_string(),
+                },
+            ));
+        }
+        self.transport
+            .request(node, body, timeout)
+            .await
+            .map_err(|e| peer_error(tid, node, e))
+    }
+
+    fn unexpected(tid: &str, node: &str) -> TxnError {
+        peer_error(
+            tid,
+            node,
+            PeerError::Unexpected {
+                peer: node.to_string(),
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl Remote for PeerClient {
+    async fn fetch_transaction(&self, node: &str, tid: &str) -> Result<UpstreamState, TxnError> {
+        let body = Body::FetchTransaction(FetchTransaction {
+            tid: tid.to_string(),
+        });
+        match self.call(tid, node, body, self.timeout).await? {
+            Body::TransactionState(state) => Ok(state_from_proto(&state)),
+            _ => Err(Self::unexpected(tid, node)),
+        }
+    }
+
+    async fn read_buffered(
+        &self,
+        node: &str,
+        tid: &str,
+        key: &str,
+    ) -> Result<Option<Bytes>, TxnError> {
+        let body = Body::ReadBuffered(ReadBuffered {
+            tid: tid.to_string(),
+            key: key.to_string(),
+        });
+        match self.call(tid, node, body, self.timeout).await? {
+            Body::BufferedValue(v) => Ok(v.found.then(|| Bytes::from(v.payload))),
+            _ => Err(Self::unexpected(tid, node)),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        node: &str,
+        tid: &str,
+        timestamp: u64,
+        exclude: &[String],
+    ) -> Result<Vec<String>, TxnError> {
+        let body = Body::Prepare(Prepare {
+            tid: tid.to_string(),
+            commit_timestamp: timestamp,
+            exclude_keys: exclude.to_vec(),
+        });
+        match self.call(tid, node, body, self.prepare_timeout).await? {
+            Body::PrepareVote(vote) if vote.ok => Ok(vote.written_keys),
+            Body::PrepareVote(vote) => Err(TxnError::Peer {
+                tid: tid.to_string(),
+                peer: node.to_string(),
+                reason: format!("voted no: {}", vote.reason),
+            }),
+            _ => Err(Self::unexpected(tid, node)),
+        }
+    }
+
+    async fn decide(
+        &self,
+        node: &str,
+        tid: &str,
+        commit: Option<&CommitMeta>,
+    ) -> Result<(), TxnError> {
+        let body = Body::Decide(Decide {
+            tid: tid.to_string(),
+            committed: commit.is_some(),
+            commit: commit.map(commit_to_proto),
+        });
+        match self.call(tid, node, body, self.timeout).await? {
+            Body::DecideAck(_) => Ok(()),
+            _ => Err(Self::unexpected(tid, node)),
+        }
+    }
+}

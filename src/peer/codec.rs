@@ -1,0 +1,139 @@
+//! Conversions between peer-protocol messages and engine types.
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::meta::{CommitMeta, Version};
+use crate::proto::peer::{
+    peer_envelope::Body, BufferedKey, CommittedTransaction, KeyVersion, PeerEnvelope,
+    TransactionState, PROTOCOL_VERSION,
+};
+use crate::txn::UpstreamState;
+
+/// A peer envelope around `body`.
+pub fn envelope(correlation_id: u64, sender: &str, body: Body) -> Vec<u8> {
+    PeerEnvelope {
+        protocol_version: PROTOCOL_VERSION,
+        correlation_id,
+        sender: sender.to_string(),
+        body: Some(body),
+    }
+    .encode_to_vec()
+}
+
+fn key_version(key: &str, version: &Version) -> KeyVersion {
+    KeyVersion {
+        key: key.to_string(),
+        writer_tid: version.tid.to_string(),
+        writer_timestamp: version.timestamp,
+    }
+}
+
+fn version_of(kv: &KeyVersion) -> (String, Version) {
+    (
+        kv.key.clone(),
+        Version::new(kv.writer_timestamp, kv.writer_tid.as_str()),
+    )
+}
+
+/// An engine transaction state as a message.
+pub fn state_to_proto(tid: &str, state: &UpstreamState) -> TransactionState {
+    TransactionState {
+        tid: tid.to_string(),
+        reads: state.reads.iter().map(|(k, v)| key_version(k, v)).collect(),
+        lower_bounds: state.lower.iter().map(|(k, v)| key_version(k, v)).collect(),
+        buffered: state
+            .buffered
+            .iter()
+            .map(|(key, node)| BufferedKey {
+                key: key.clone(),
+                node: node.clone(),
+            })
+            .collect(),
+        upstream_nodes: state.upstream_nodes.clone(),
+    }
+}
+
+/// A transaction state message as engine state.
+pub fn state_from_proto(state: &TransactionState) -> UpstreamState {
+    UpstreamState {
+        reads: state.reads.iter().map(version_of).collect(),
+        lower: state.lower_bounds.iter().map(version_of).collect(),
+        buffered: state
+            .buffered
+            .iter()
+            .map(|b| (b.key.clone(), b.node.clone()))
+            .collect(),
+        upstream_nodes: state.upstream_nodes.clone(),
+    }
+}
+
+/// A commit as a message.
+pub fn commit_to_proto(meta: &CommitMeta) -> CommittedTransaction {
+    CommittedTransaction {
+        tid: meta.tid.to_string(),
+        timestamp: meta.timestamp,
+        write_set: meta.write_set.to_vec(),
+        base_keys: meta.base_keys.clone(),
+    }
+}
+
+/// A commit message as engine metadata (`None` if it is malformed).
+pub fn commit_from_proto(commit: &CommittedTransaction) -> Option<CommitMeta> {
+    if commit.tid.is_empty() || commit.timestamp == 0 {
+        return None;
+    }
+    Some(CommitMeta {
+        tid: Arc::from(commit.tid.as_str()),
+        timestamp: commit.timestamp,
+        write_set: commit.write_set.clone().into(),
+        base_keys: commit.base_keys.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips() {
+        let state = UpstreamState {
+            reads: vec![
+                ("a".into(), Version::new(5, "t1")),
+                ("b".into(), Version::base()),
+            ],
+            lower: vec![("c".into(), Version::new(5, "t1"))],
+            buffered: vec![("d".into(), "10.0.0.1".into())],
+            upstream_nodes: vec!["10.0.0.1".into()],
+        };
+        let back = state_from_proto(&state_to_proto("t", &state));
+        assert_eq!(back.reads, state.reads);
+        assert_eq!(back.lower, state.lower);
+        assert_eq!(back.buffered, state.buffered);
+        assert_eq!(back.upstream_nodes, state.upstream_nodes);
+        assert!(back.reads[1].1.is_base());
+    }
+
+    #[test]
+    fn malformed_commits_are_refused() {
+        assert!(commit_from_proto(&CommittedTransaction::default()).is_none());
+        let ok = CommittedTransaction {
+            write_set: vec![],
+            ..CommittedTransaction {
+                tid: "t".into(),
+                timestamp: 3,
+                write_set: vec![],
+                base_keys: vec![],
+            }
+        };
+        assert!(commit_from_proto(&ok).is_some(), "an empty commit is valid");
+        let ok = CommittedTransaction {
+            tid: "t".into(),
+            timestamp: 3,
+            write_set: vec!["k".into()],
+            base_keys: vec![],
+        };
+        assert_eq!(commit_from_proto(&ok).map(|m| m.timestamp), Some(3));
+    }
+}

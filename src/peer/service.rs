@@ -1,0 +1,134 @@
+//! The peer service: answers requests from other sidecars. One function per
+//! message kind, each parse -> apply to the engine -> answer.
+
+use std::sync::Arc;
+
+use tracing::{debug, warn};
+
+use super::codec::{commit_from_proto, commit_to_proto, state_to_proto};
+use super::membership::Membership;
+use crate::proto::peer::{
+    peer_envelope::Body, BufferedValue, DecideAck, Error as ErrorBody, ErrorCode, GossipCommits,
+    HeartbeatAck, PrepareVote,
+};
+use crate::txn::{Engine, TxnError};
+
+/// Shared state of the service.
+pub struct Service {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Cluster view.
+    pub membership: Arc<Membership>,
+    /// Called when a node joins or comes back (to exchange digests with it).
+    pub on_rejoin: Box<dyn Fn(String) + Send + Sync>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Body {
+    Body::Error(ErrorBody {
+        code: code as i32,
+        message: message.into(),
+    })
+}
+
+fn txn_error(e: &TxnError) -> Body {
+    let code = match e {
+        TxnError::UnknownTransaction { .. } | TxnError::Ended { .. } => {
+            ErrorCode::UnknownTransaction
+        }
+        TxnError::Storage { .. } => ErrorCode::Storage,
+        _ => ErrorCode::TransactionFailed,
+    };
+    error(code, e.to_string())
+}
+
+impl Service {
+    /// Handles one request from `sender`; returns the response body.
+    pub async fn handle(&self, sender: String, body: Body) -> Option<Body> {
+        let newly_alive = self.membership.observe(&sender, None);
+        if newly_alive {
+            (self.on_rejoin)(sender.clone());
+        }
+        match body {
+            Body::Heartbeat(hb) => {
+                self.membership.observe(&sender, Some(hb.gc_watermark));
+                self.membership.merge(&hb.members);
+                if hb.leaving {
+                    debug!(peer = %sender, "peer is leaving");
+                    self.membership.mark_left(&sender);
+                }
+                let mut members = self.membership.alive();
+                members.push(self.membership.me().to_string());
+                Some(Body::HeartbeatAck(HeartbeatAck { members }))
+            }
+            Body::FetchTransaction(req) => Some(match self.engine.export_state(&req.tid) {
+                Ok(state) => Body::TransactionState(state_to_proto(&req.tid, &state)),
+                Err(e) => txn_error(&e),
+            }),
+            Body::ReadBuffered(req) => Some(match self.engine.read_buffered(&req.tid, &req.key) {
+                Ok(value) => Body::BufferedValue(BufferedValue {
+                    found: value.is_some(),
+                    payload: value.map(|v| v.to_vec()).unwrap_or_default(),
+                }),
+                Err(e) => txn_error(&e),
+            }),
+            Body::Prepare(req) => Some(
+                match self
+                    .engine
+                    .prepare(&req.tid, req.commit_timestamp, &req.exclude_keys)
+                    .await
+                {
+                    Ok(keys) => Body::PrepareVote(PrepareVote {
+                        ok: true,
+                        written_keys: keys,
+                        reason: String::new(),
+                    }),
+                    Err(e) => {
+                        warn!(tid = %req.tid, peer = %sender, error = %e, "voting no");
+                        Body::PrepareVote(PrepareVote {
+                            ok: false,
+                            written_keys: Vec::new(),
+                            reason: e.to_string(),
+                        })
+                    }
+                },
+            ),
+            Body::Decide(req) => {
+                let commit = if req.committed {
+                    match req.commit.as_ref().and_then(commit_from_proto) {
+                        Some(meta) => Some(meta),
+                        None => {
+                            return Some(error(
+                                ErrorCode::Malformed,
+                                "commit decision without a valid commit",
+                            ))
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.engine.decide(&req.tid, commit).await;
+                Some(Body::DecideAck(DecideAck {}))
+            }
+            Body::GossipCommits(batch) => {
+                let metas: Vec<_> = batch.commits.iter().filter_map(commit_from_proto).collect();
+                if metas.len() != batch.commits.len() {
+                    warn!(peer = %sender, "ignoring malformed commits in gossip");
+                }
+                self.engine.learn_commits(&metas);
+                None
+            }
+            Body::DigestRequest(req) => Some(Body::GossipCommits(GossipCommits {
+                commits: self
+                    .engine
+                    .commits_since(req.since_timestamp)
+                    .iter()
+                    .map(commit_to_proto)
+                    .collect(),
+            })),
+            other => {
+                warn!(peer = %sender, "unexpected message kind {:?}", std::mem::discriminant(&other));
+                Some(error(ErrorCode::Malformed, "unexpected message kind"))
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The engine's side of the peer protocol: what other sidecars ask of this
+//! node (a transaction's state, a buffered value, phase one and two of a
+//! commit) and what they tell it (commits made elsewhere).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::engine::Engine;
+use super::keys::{commit_record_key, data_key_for_tid};
+use super::outcome::Outcome;
+use super::recovery::Decision;
+use super::remote::UpstreamState;
+use super::transaction::Phase;
+use super::TxnError;
+use crate::meta::{CommitMeta, Version};
+use crate::proto::records::CommitRecord;
+
+impl Engine {
+    /// What this node knows of running transaction `tid`, for a node
+    /// downstream in its DAG. Keys buffered here are reported with this node
+    /// as their owner (their latest write in the DAG so far).
+    pub fn export_state(&self, tid: &str) -> Result<UpstreamState, TxnError> {
+        let slot = self.slot(tid)?;
+        let mut txn = slot.lock();
+        txn.check_running()?;
+        let me = self.config.node_address.clone();
+        let mut buffered: HashMap<String, String> = txn.upstream_writes.clone();
+        for key in txn.writes.keys() {
+            buffered.insert(key.clone(), me.clone());
+        }
+        let mut upstream_nodes = txn.upstream.clone();
+        if !upstream_nodes.contains(&me) {
+            upstream_nodes.push(me);
+        }
+        Ok(UpstreamState {
+            reads: txn
+                .reads
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            lower: txn
+                .lower
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            buffered: buffered.into_iter().collect(),
+            upstream_nodes,
+        })
+    }
+
+    /// The value `tid` buffered here for `key` (`None` if it buffered none).
+    pub fn read_buffered(&self, tid: &str, key: &str) -> Result<Option<Bytes>, TxnError> {
+        let slot = self.slot(tid)?;
+        let mut txn = slot.lock();
+        txn.check_running()?;
+        Ok(txn.writes.get(key).cloned())
+    }
+
+    /// Phase one of a commit coordinated elsewhere: persists what `tid`
+    /// buffered here, except `exclude`, at its version keys; returns the keys
+    /// written. The transaction then waits here, prepared, for the decision.
+    /// An unknown transaction votes no (this node lost its buffer).
+    pub async fn prepare(
+        &self,
+        tid: &str,
+        timestamp: u64,
+        exclude: &[String],
+    ) -> Result<Vec<String>, TxnError> {
+        self.clock.observe(timestamp);
+        let slot = self.slot(tid)?;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut txn = slot.lock();
+            match &txn.phase {
+                Phase::Prepared { keys, .. } => return Ok(keys.clone()),
+                Phase::Running => {}
+                Phase::Committing => {
+                    return Err(TxnError::Committing {
+                        tid: tid.to_string(),
+                    });
+                }
+                Phase::Failed(reason) => {
+                    return Err(TxnError::Failed {
+                        tid: tid.to_string(),
+                        reason: reason.clone(),
+                    })
+                }
+            }
+            txn.phase = Phase::Committing;
+            txn.writes
+                .iter()
+                .filter(|(k, _)| !exclude.contains(k))
+                .map(|(k, v)| (data_key_for_tid(tid, k), v.to_vec()))
+                .collect()
+        };
+        let keys: Vec<String> = {
+            let txn = slot.lock();
+            txn.writes
+                .keys()
+                .filter(|k| !exclude.contains(k))
+                .cloned()
+                .collect()
+        };
+        if !entries.is_empty() {
+            if let Err(e) = self.storage.put_many(&entries).await {
+                slot.lock().phase = Phase::Failed(e.to_string());
+                return Err(TxnError::storage(tid, e));
+            }
+        }
+        crate::failpoint::hit("prepare.after_data");
+        slot.lock().phase = Phase::Prepared {
+            at: Instant::now(),
+            keys: keys.clone(),
+        };
+        debug!(tid = %tid, keys = keys.len(), "prepared");
+        Ok(keys)
+    }
+
+    /// Phase two: the coordinator's decision. A commit is installed (if
+    /// gossip has not done so already); an abort drops the buffer and deletes
+    /// whatever phase one persisted here. Idempotent.
+    pub async fn decide(&self, tid: &str, commit: Option<CommitMeta>) {
+        match commit {
+            Some(meta) => {
+                self.learn_commits(std::slice::from_ref(&meta));
+                self.finish(
+                    tid,
+                    Outcome::Committed {
+                        timestamp: meta.timestamp,
+                    },
+                );
+            }
+            None => {
+                let keys = self.prepared_keys(tid);
+                self.finish(
+                    tid,
+                    Outcome::Aborted {
+                        reason: "aborted by the coordinator".into(),
+                    },
+                );
+                self.delete_data(tid, &keys).await;
+            }
+        }
+    }
+
+    fn prepared_keys(&self, tid: &str) -> Vec<String> {
+        let Some(slot) = self.txns.lock().get(tid).cloned() else {
+            return Vec::new();
+        };
+        let txn = slot.lock();
+        match &txn.phase {
+            Phase::Prepared { keys, .. } => keys.clone(),
+            _ => txn.writes.keys().cloned().collect(),
+        }
+    }
+
+    async fn delete_data(&self, tid: &str, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let garbage: Vec<Vec<u8>> = keys.iter().map(|k| data_key_for_tid(tid, k)).collect();
+        if let Err(e) = self.storage.delete_many(&garbage).await {
+            warn!(tid = %tid, error = %e, "cannot delete aborted data; the orphan sweep will");
+            self.pending_deletes.lock().extend(garbage);
+        }
+    }
+
+    /// Installs commits made on other nodes (from gossip, a decision, or a
+    /// commit record read from storage). Idempotent; returns how many were new.
+    pub fn learn_commits(&self, commits: &[CommitMeta]) -> usize {
+        let mut new = 0;
+        for meta in commits {
+            self.clock.observe(meta.timestamp);
+            if !meta.write_set.is_empty() && self.index.install(meta) {
+                new += 1;
+            }
+        }
+        new
+    }
+
+    /// Every commit this node's index holds with a timestamp above `since`
+    /// (answers a peer's digest request).
+    pub fn commits_since(&self, since: u64) -> Vec<CommitMeta> {
+        self.index.commits_since(since)
+    }
+
+    /// Reads the commit record of `version`'s transaction from storage and
+    /// installs it: a reader here needs a version gossip has not brought yet.
+    pub(crate) async fn fetch_commit(&self, version: &Version) -> Result<bool, TxnError> {
+        let key = commit_record_key(&version.tid);
+        let record = self
+            .storage
+            .get(&key)
+            .await
+            .map_err(|e| TxnError::storage(&version.tid, e))?;
+        let Some(bytes) = record else {
+            return Ok(false);
+        };
+        match super::recovery::decode_decision(&key, &bytes)? {
+            Some(meta) => Ok(self.learn_commits(&[meta]) > 0),
+            None => Ok(false),
+        }
+    }
+
+    /// Settles prepared transactions whose decision is overdue (the
+    /// coordinator died or is partitioned): a commit record means committed;
+    /// otherwise this node claims the decision key with an abort marker, so
+    /// the coordinator can no longer commit, and aborts. Returns how many settled.
+    pub async fn settle_prepared(&self, overdue_after: std::time::Duration) -> usize {
+        let overdue: Vec<Arc<str>> = self
+            .txns
+            .lock()
+            .iter()
+            .filter(|(_, slot)| matches!(&slot.lock().phase, Phase::Prepared { at, .. } if at.elapsed() > overdue_after))
+            .map(|(tid, _)| Arc::clone(tid))
+            .collect();
+        let mut settled = 0;
+        for tid in overdue {
+            let decision = match self.read_decision(&tid).await {
+                Ok(Decision::Undecided) => {
+                    let marker = prost::Message::encode_to_vec(&CommitRecord {
+                        format_version: super::COMMIT_RECORD_FORMAT,
+                        tid: tid.to_string(),
+                        aborted: true,
+                        coordinator: self.config.node_address.clone(),
+                        ..Default::default()
+                    });
+                    match self
+                        .storage
+                        .put_if_absent(&commit_record_key(&tid), &marker)
+                        .await
+                    {
+                        Ok(true) => Decision::Aborted,
+                        Ok(false) => match self.read_decision(&tid).await {
+                            Ok(d) => d,
+                            Err(_) => continue,
+                        },
+                        Err(_) => continue,
+                    }
+                }
+                Ok(d) => d,
+                Err(_) => continue,
+            };
+            match decision {
+                Decision::Committed(_) => {
+                    let version = Version::new(0, Arc::clone(&tid));
+                    let _ = self.fetch_commit(&version).await;
+                    let timestamp = match self.read_decision(&tid).await {
+                        Ok(Decision::Committed(ts)) => ts,
+                        _ => 0,
+                    };
+                    info!(tid = %tid, "prepared transaction found committed in storage");
+                    self.finish(&tid, Outcome::Committed { timestamp });
+                }
+                Decision::Aborted => {
+                    info!(tid = %tid, "prepared transaction aborted: no decision from its coordinator");
+                    self.decide(&tid, None).await;
+                }
+                Decision::Undecided => continue,
+            }
+            settled += 1;
+        }
+        settled
+    }
+}

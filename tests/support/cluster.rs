@@ -1,0 +1,130 @@
+//! A local multi-node cluster for tests: one real `redis-server` and N real
+//! `aft-sidecar` processes on loopback addresses 127.0.0.1..N (same peer
+//! port, distinct IPC directories), as `cluster/local/launch.sh` runs them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use super::redis::RedisServer;
+use super::sidecar::Sidecar;
+
+/// One node of the cluster.
+pub struct ClusterNode {
+    /// Its address (`127.0.0.N`), as executors and peers name it.
+    pub address: String,
+    /// Its IPC directory.
+    pub ipc: PathBuf,
+    /// The process.
+    pub sidecar: Sidecar,
+}
+
+/// A running cluster; everything is killed on drop.
+pub struct LocalCluster {
+    pub redis: RedisServer,
+    pub nodes: Vec<ClusterNode>,
+    pub peer_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// A port free on 127.0.0.1..=n.
+fn free_peer_port(n: usize) -> u16 {
+    for _ in 0..100 {
+        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(port) = listener.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        drop(listener);
+        if (1..=n).all(|i| TcpListener::bind((format!("127.0.0.{i}").as_str(), port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no peer port free on all loopback addresses");
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes; `extra` args go to every node.
+    pub fn start(binary: &Path, n: usize, extra: &[&str]) -> LocalCluster {
+        Self::start_with(binary, n, extra, |_| Vec::new())
+    }
+
+    /// Starts `n` nodes; `env_of(i)` gives node i's extra environment.
+    pub fn start_with(
+        binary: &Path,
+        n: usize,
+        extra: &[&str],
+        env_of: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> LocalCluster {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let peer_port = free_peer_port(n.max(3));
+        let addresses: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}")).collect();
+        let mut cluster = LocalCluster {
+            redis,
+            nodes: Vec::new(),
+            peer_port,
+            _dir: dir,
+        };
+        for i in 0..n {
+            let node = cluster.spawn_node(binary, i, &addresses, extra, &env_of(i));
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    fn spawn_node(
+        &self,
+        binary: &Path,
+        i: usize,
+        addresses: &[String],
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> ClusterNode {
+        let address = format!("127.0.0.{}", i + 1);
+        let ipc = self._dir.path().join(format!("node{}", i + 1));
+        let port = self.peer_port.to_string();
+        let seeds = addresses.join(",");
+        let storage = self.redis.url();
+        let mut args = vec![
+            "--storage",
+            storage.as_str(),
+            "--node-address",
+            address.as_str(),
+            "--peer-mode",
+            "plaintext",
+            "--peer-port",
+            port.as_str(),
+            "--peers",
+            seeds.as_str(),
+            "--metrics-addr",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let sidecar = Sidecar::start_with_env(binary, &ipc, &args, &env);
+        ClusterNode {
+            address,
+            ipc,
+            sidecar,
+        }
+    }
+
+    /// Adds node number `len + 1` later (a late joiner).
+    pub fn add_node(&mut self, binary: &Path, extra: &[&str]) {
+        let n = self.nodes.len() + 1;
+        let addresses: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}")).collect();
+        let node = self.spawn_node(binary, n - 1, &addresses, extra, &[]);
+        self.nodes.push(node);
+    }
+
+    /// The addresses of every node except `i`.
+    pub fn others(&self, i: usize) -> Vec<String> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| n.address.clone())
+            .collect()
+    }
+}
