@@ -14,6 +14,9 @@ cargo build --workspace --all-targets --locked
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads=2
 
+echo "== cluster (manifests, Dockerfile)"
+cluster/validate.sh
+
 if [ -f python-client/pyproject.toml ]; then
   echo "== python client"
   if [ ! -x .venv/bin/python ]; then
