@@ -97,6 +97,12 @@ pub struct Cli {
     /// A prepared participant that hears no decision for this long settles it from storage, milliseconds.
     #[arg(long, env = "AFT_DECISION_TIMEOUT_MS")]
     pub decision_timeout_ms: Option<u64>,
+    /// Data of transactions without a commit record is collected once they are this old, seconds.
+    #[arg(long, env = "AFT_ORPHAN_GRACE_SECS")]
+    pub orphan_grace_secs: Option<u64>,
+    /// How often storage is swept for such orphaned data, seconds.
+    #[arg(long, env = "AFT_ORPHAN_SWEEP_SECS")]
+    pub orphan_sweep_secs: Option<u64>,
     /// File holding the cluster's peer key (64 hex digits), for --peer-mode sealed.
     #[arg(long, env = "AFT_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
@@ -137,6 +143,8 @@ pub struct FileConfig {
     pub peer_dead_after_ms: Option<u64>,
     pub peer_key_file: Option<PathBuf>,
     pub decision_timeout_ms: Option<u64>,
+    pub orphan_grace_secs: Option<u64>,
+    pub orphan_sweep_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -162,6 +170,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub peers: Option<PeerSettings>,
     pub decision_timeout: Duration,
+    pub orphan_grace: Duration,
+    pub orphan_sweep: Duration,
 }
 
 /// How this node talks to other sidecars (present when the peer layer is on).
@@ -274,6 +284,17 @@ impl Settings {
             }
         };
         Ok(Settings {
+            orphan_grace: Duration::from_secs(
+                cli.orphan_grace_secs
+                    .or(file.orphan_grace_secs)
+                    .unwrap_or(120),
+            ),
+            orphan_sweep: Duration::from_secs(
+                cli.orphan_sweep_secs
+                    .or(file.orphan_sweep_secs)
+                    .unwrap_or(300)
+                    .max(1),
+            ),
             decision_timeout: Duration::from_millis(
                 cli.decision_timeout_ms
                     .or(file.decision_timeout_ms)

@@ -80,6 +80,8 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         lease: settings.txn_lease,
         cache_bytes: settings.cache_bytes,
         decision_timeout: settings.decision_timeout,
+        orphan_grace: settings.orphan_grace,
+        orphan_sweep_interval: settings.orphan_sweep,
         ..EngineConfig::default()
     };
     let engine = runtime

@@ -59,32 +59,42 @@ impl EmbeddedStorage {
         })
     }
 
+    /// Runs a blocking database closure on the blocking pool, with the call
+    /// timeout stretched by `bytes` written (an fsync of many megabytes on a
+    /// busy disk is slow, not stuck: allow about 4 MiB per call timeout).
+    async fn run_sized<T, F>(&self, op: &'static str, bytes: usize, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
+    {
+        let factor = 1 + u32::try_from(bytes / (4 << 20)).unwrap_or(u32::MAX);
+        let timeout = self.options.call_timeout.saturating_mul(factor);
+        let db = Arc::clone(&self.db);
+        let task = tokio::task::spawn_blocking(move || f(&db));
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(StorageError::backend(op, join)),
+            Err(_) => Err(StorageError::Timeout { op, timeout }),
+        }
+    }
+
     /// Runs a blocking database closure on the blocking pool, with the call timeout.
     async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        let task = tokio::task::spawn_blocking(move || f(&db));
-        match tokio::time::timeout(self.options.call_timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(StorageError::backend(op, join)),
-            Err(_) => Err(StorageError::Timeout {
-                op,
-                timeout: self.options.call_timeout,
-            }),
-        }
+        self.run_sized(op, 0, f).await
     }
 
-    /// Applies `edit` to the table inside one durable write transaction.
-    async fn write<F>(&self, op: &'static str, edit: F) -> Result<(), StorageError>
+    /// Applies `edit` (writing about `bytes`) inside one durable write transaction.
+    async fn write<F>(&self, op: &'static str, bytes: usize, edit: F) -> Result<(), StorageError>
     where
         F: FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<(), redb::StorageError>
             + Send
             + 'static,
     {
-        self.run(op, move |db| {
+        self.run_sized(op, bytes, move |db| {
             let txn = db.begin_write().map_err(|e| StorageError::backend(op, e))?;
             {
                 let mut table = txn
@@ -133,7 +143,7 @@ impl Storage for EmbeddedStorage {
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.options.check_value_size(value.len())?;
         let (key, value) = (key.to_vec(), value.to_vec());
-        self.write("put", move |t| {
+        self.write("put", value.len(), move |t| {
             t.insert(key.as_slice(), value.as_slice())?;
             Ok(())
         })
@@ -142,7 +152,7 @@ impl Storage for EmbeddedStorage {
 
     async fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
         let key = key.to_vec();
-        self.write("delete", move |t| {
+        self.write("delete", 0, move |t| {
             t.remove(key.as_slice())?;
             Ok(())
         })
@@ -163,8 +173,9 @@ impl Storage for EmbeddedStorage {
         for (_, value) in entries {
             self.options.check_value_size(value.len())?;
         }
+        let bytes = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
         let entries = entries.to_vec();
-        self.write("put_many", move |t| {
+        self.write("put_many", bytes, move |t| {
             for (k, v) in &entries {
                 t.insert(k.as_slice(), v.as_slice())?;
             }
@@ -175,7 +186,7 @@ impl Storage for EmbeddedStorage {
 
     async fn delete_many(&self, keys: &[Vec<u8>]) -> Result<(), StorageError> {
         let keys = keys.to_vec();
-        self.write("delete_many", move |t| {
+        self.write("delete_many", 0, move |t| {
             for k in &keys {
                 t.remove(k.as_slice())?;
             }
@@ -211,7 +222,7 @@ impl Storage for EmbeddedStorage {
         let (key, value) = (key.to_vec(), lww_value.to_vec());
         // One write transaction: redb serializes writers, so the
         // read-compare-write is atomic against other merges.
-        self.write("merge_lww", move |t| {
+        self.write("merge_lww", value.len(), move |t| {
             let replace = {
                 let current = t.get(key.as_slice())?;
                 lww_should_replace(current.as_ref().map(|v| v.value()), timestamp)
@@ -230,7 +241,7 @@ impl Storage for EmbeddedStorage {
         let wrote = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&wrote);
         // One write transaction: redb serializes writers, so check-and-set is atomic.
-        self.write("put_if_absent", move |t| {
+        self.write("put_if_absent", value.len(), move |t| {
             let absent = t.get(key.as_slice())?.is_none();
             if absent {
                 t.insert(key.as_slice(), value.as_slice())?;

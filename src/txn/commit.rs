@@ -237,6 +237,7 @@ impl Engine {
         }
         .encode_to_vec();
         let record_key = commit_record_key(tid);
+        crate::failpoint::hit("commit.before_data");
 
         let record_write = if !plan.remote.is_empty() {
             // Participants may claim the decision key with an abort marker
@@ -245,6 +246,7 @@ impl Engine {
                 let reason = TxnError::storage(tid, e).to_string();
                 return self.abort_commit(tid, &plan, &write_set, reason).await;
             }
+            crate::failpoint::hit("commit.after_data");
             match self.storage.put_if_absent(&record_key, &record).await {
                 Ok(true) => Ok(()),
                 Ok(false) => match self.read_decision(tid).await {
@@ -265,6 +267,7 @@ impl Engine {
                 let reason = TxnError::storage(tid, e).to_string();
                 return self.abort_commit(tid, &plan, &write_set, reason).await;
             }
+            crate::failpoint::hit("commit.after_data");
             self.storage.put(&record_key, &record).await
         };
         if let Err(e) = record_write {
