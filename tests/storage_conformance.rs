@@ -10,25 +10,29 @@ use aft::storage::{open, Storage, StorageError, StorageOptions};
 use support::conformance as suite;
 use support::redis::{RedisCluster, RedisServer};
 
+/// The suite tests behaviour, not speed: calls get a generous timeout so a
+/// loaded machine does not turn a slow 10,000-key batch into a failure.
+fn options() -> StorageOptions {
+    StorageOptions {
+        call_timeout: Duration::from_secs(20),
+        ..StorageOptions::default()
+    }
+}
+
 async fn embedded() -> (tempfile::TempDir, Arc<dyn Storage>) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("store").display());
-    let s = open(&url, StorageOptions::default()).await.unwrap();
+    let s = open(&url, options()).await.unwrap();
     (dir, s)
 }
 
 async fn memory() -> ((), Arc<dyn Storage>) {
-    (
-        (),
-        open("memory://", StorageOptions::default()).await.unwrap(),
-    )
+    ((), open("memory://", options()).await.unwrap())
 }
 
 async fn redis() -> (RedisServer, Arc<dyn Storage>) {
     let server = RedisServer::start();
-    let s = open(&server.url(), StorageOptions::default())
-        .await
-        .unwrap();
+    let s = open(&server.url(), options()).await.unwrap();
     (server, s)
 }
 
@@ -89,9 +93,7 @@ conformance!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_passes_the_whole_suite() {
     let cluster = RedisCluster::start();
-    let s = open(&cluster.url(), StorageOptions::default())
-        .await
-        .unwrap();
+    let s = open(&cluster.url(), options()).await.unwrap();
     suite::run_all(s.as_ref()).await;
 }
 

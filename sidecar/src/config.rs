@@ -97,6 +97,9 @@ pub struct Cli {
     /// A prepared participant that hears no decision for this long settles it from storage, milliseconds.
     #[arg(long, env = "AFT_DECISION_TIMEOUT_MS")]
     pub decision_timeout_ms: Option<u64>,
+    /// Finished transactions whose outcome is remembered for retried commits and aborts.
+    #[arg(long, env = "AFT_OUTCOME_RETENTION")]
+    pub outcome_retention: Option<usize>,
     /// Data of transactions without a commit record is collected once they are this old, seconds.
     #[arg(long, env = "AFT_ORPHAN_GRACE_SECS")]
     pub orphan_grace_secs: Option<u64>,
@@ -145,6 +148,7 @@ pub struct FileConfig {
     pub decision_timeout_ms: Option<u64>,
     pub orphan_grace_secs: Option<u64>,
     pub orphan_sweep_secs: Option<u64>,
+    pub outcome_retention: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -172,6 +176,7 @@ pub struct Settings {
     pub decision_timeout: Duration,
     pub orphan_grace: Duration,
     pub orphan_sweep: Duration,
+    pub outcome_retention: usize,
 }
 
 /// How this node talks to other sidecars (present when the peer layer is on).
@@ -254,10 +259,12 @@ impl Settings {
                 };
                 Some(PeerSettings {
                     port,
-                    bind: cli
-                        .peer_bind
-                        .or(file.peer_bind)
-                        .unwrap_or_else(|| format!("{node_address}:{port}")),
+                    bind: cli.peer_bind.or(file.peer_bind).unwrap_or_else(|| {
+                        match node_address.parse::<std::net::Ipv6Addr>() {
+                            Ok(ip) => format!("[{ip}]:{port}"),
+                            Err(_) => format!("{node_address}:{port}"),
+                        }
+                    }),
                     seeds: cli
                         .peers
                         .or(file.peers)
@@ -284,6 +291,11 @@ impl Settings {
             }
         };
         Ok(Settings {
+            outcome_retention: cli
+                .outcome_retention
+                .or(file.outcome_retention)
+                .unwrap_or(100_000)
+                .max(1),
             orphan_grace: Duration::from_secs(
                 cli.orphan_grace_secs
                     .or(file.orphan_grace_secs)

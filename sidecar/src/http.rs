@@ -1,6 +1,9 @@
 //! The operator's HTTP endpoint: `/metrics` (Prometheus text), `/health`
-//! (liveness: the process serves) and `/ready` (readiness: storage answers).
+//! (liveness: the process serves) and `/ready` (readiness: recovery is done,
+//! the IPC endpoints are bound, and storage answers). It starts before
+//! recovery, so a long index rebuild is visible as live-but-not-ready.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aft::metrics::Metrics;
@@ -16,6 +19,7 @@ use tracing::{info, warn};
 struct AppState {
     metrics: Metrics,
     storage: Arc<dyn Storage>,
+    ready: Arc<AtomicBool>,
 }
 
 /// Binds `addr` and serves until the runtime stops. Returns the bound address.
@@ -23,6 +27,7 @@ pub async fn serve(
     addr: &str,
     metrics: Metrics,
     storage: Arc<dyn Storage>,
+    ready: Arc<AtomicBool>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -32,7 +37,11 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready_handler))
-        .with_state(AppState { metrics, storage });
+        .with_state(AppState {
+            metrics,
+            storage,
+            ready,
+        });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "metrics server stopped");
@@ -53,6 +62,9 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string());
+    }
     match state.storage.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (

@@ -72,6 +72,17 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         .block_on(open(&settings.storage, storage_options))
         .with_context(|| format!("storage `{}` is unavailable", redact(&settings.storage)))?;
     info!(storage = %storage.describe(), node = %settings.node_address, "storage opened");
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = &settings.metrics_addr {
+        let bound = runtime.block_on(http::serve(
+            addr,
+            metrics.clone(),
+            Arc::clone(&storage),
+            Arc::clone(&ready),
+        ))?;
+        // Tests and launchers read this line to find a port chosen with :0.
+        println!("metrics listening on http://{bound}");
+    }
     let engine_config = EngineConfig {
         node_address: settings.node_address.clone(),
         max_value_bytes: settings.max_value_bytes,
@@ -82,6 +93,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         decision_timeout: settings.decision_timeout,
         orphan_grace: settings.orphan_grace,
         orphan_sweep_interval: settings.orphan_sweep,
+        outcome_retention: settings.outcome_retention,
         ..EngineConfig::default()
     };
     let engine = runtime
@@ -96,11 +108,6 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         let _guard = runtime.enter();
         engine.spawn_background()
     };
-    if let Some(addr) = &settings.metrics_addr {
-        let bound = runtime.block_on(http::serve(addr, metrics.clone(), Arc::clone(&storage)))?;
-        // Tests and launchers read this line to find a port chosen with :0.
-        println!("metrics listening on http://{bound}");
-    }
     let peer_node = match &settings.peers {
         None => None,
         Some(peers) => {
@@ -138,6 +145,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         metrics,
         runtime.handle().clone(),
     )?;
+    ready.store(true, std::sync::atomic::Ordering::Release);
     info!(ipc_dir = %settings.ipc_dir.display(), "aft-sidecar ready");
     println!("aft-sidecar ready: ipc dir {}", settings.ipc_dir.display());
 

@@ -40,6 +40,8 @@ pub struct CommittedTxn {
     pub timestamp: u64,
     /// Every key it wrote.
     pub write_set: Arc<[String]>,
+    /// Keys it wrote first (their base versions were saved).
+    pub base_keys: Vec<String>,
     live_versions: usize,
 }
 
@@ -215,6 +217,7 @@ impl VersionIndex {
             CommittedTxn {
                 timestamp: commit.timestamp,
                 write_set: Arc::clone(&commit.write_set),
+                base_keys: commit.base_keys.clone(),
                 live_versions: commit.write_set.len(),
             },
         );
@@ -232,7 +235,7 @@ impl VersionIndex {
                 tid: Arc::clone(tid),
                 timestamp: t.timestamp,
                 write_set: Arc::clone(&t.write_set),
-                base_keys: Vec::new(),
+                base_keys: t.base_keys.clone(),
             })
             .collect()
     }

@@ -84,12 +84,14 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// `tcp://host:port` for a node named by a bare IP (or `host:port`).
+/// `tcp://host:port` for a node named by a bare IP (v4 or v6), a host
+/// name, or `host:port`.
 pub fn endpoint_of(node: &str, peer_port: u16) -> String {
-    if node.contains(':') {
-        format!("tcp://{node}")
-    } else {
-        format!("tcp://{node}:{peer_port}")
+    match node.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) => format!("tcp://[{ip}]:{peer_port}"),
+        Ok(ip) => format!("tcp://{ip}:{peer_port}"),
+        Err(_) if node.contains(':') => format!("tcp://{node}"),
+        Err(_) => format!("tcp://{node}:{peer_port}"),
     }
 }
 
@@ -445,5 +447,18 @@ impl IoThread {
                 let _ = waiter.send(body);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn node_names_become_tcp_endpoints() {
+        assert_eq!(endpoint_of("10.0.0.5", 7150), "tcp://10.0.0.5:7150");
+        assert_eq!(endpoint_of("fd00::5", 7150), "tcp://[fd00::5]:7150");
+        assert_eq!(endpoint_of("node-a", 7150), "tcp://node-a:7150");
+        assert_eq!(endpoint_of("127.0.0.1:9000", 7150), "tcp://127.0.0.1:9000");
     }
 }

@@ -26,7 +26,9 @@ pub struct EngineConfig {
     /// Data of a transaction with no commit record is an orphan once the
     /// transaction is older than this (it can no longer be committing).
     pub orphan_grace: Duration,
-    /// How many finished transactions' outcomes are remembered for retries.
+    /// How many finished transactions' outcomes are remembered for retries
+    /// (about 150 bytes each). A retry of an older transaction is answered
+    /// from its commit record while the record exists.
     pub outcome_retention: usize,
     /// A participant prepared this long without hearing the coordinator's
     /// decision settles it from storage (committed if the commit record
@@ -46,7 +48,7 @@ impl Default for EngineConfig {
             gc_interval: Duration::from_secs(1),
             orphan_sweep_interval: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(120),
-            outcome_retention: 1_000_000,
+            outcome_retention: 100_000,
             decision_timeout: Duration::from_secs(10),
         }
     }
