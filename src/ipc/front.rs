@@ -1,17 +1,26 @@
-//! The receive thread: owns the six PULL sockets, decodes each request,
-//! checks its reply address, and hands it to the tokio runtime.
+//! The IPC thread: owns the six PULL sockets and every outbound PUSH socket.
 //!
-//! It never waits on storage or peers: every request becomes a task, so a
-//! slow storage call delays only its own request.
+//! For each request it decodes, checks the reply address, then runs the
+//! endpoint's handler future *once, inline*: most requests (start, abort,
+//! transactional put, reads answered from the buffer or the cache,
+//! continue on the same node) finish without waiting on anything, and their
+//! reply goes out from this thread at once — no thread hop. A handler that
+//! must wait (storage, peers, commit) is moved to the tokio runtime and its
+//! reply comes back over a channel that wakes this thread. So a slow storage
+//! call delays only its own request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use tracing::warn;
 
 use super::address::AddressPolicy;
 use super::handlers::{self, refusal, Context};
-use super::reply::{PendingReplies, Reply};
+use super::reply::{PendingReplies, Reply, ReplySockets};
 use super::request::{decode, Endpoint};
 
 /// How long one poll waits before re-checking the stop flag.
@@ -21,46 +30,80 @@ const BURST: usize = 64;
 
 pub(super) struct Front {
     pub sockets: Vec<(Endpoint, zmq::Socket)>,
+    pub wake: zmq::Socket,
+    pub replies: Receiver<Reply>,
+    pub reply_sockets: ReplySockets,
     pub policy: AddressPolicy,
     pub pending: Arc<PendingReplies>,
     pub ctx: Arc<Context>,
     pub runtime: tokio::runtime::Handle,
     pub stop: Arc<AtomicBool>,
+    /// Set by shutdown before `stop`: how long to wait for in-flight replies.
+    pub grace_ms: Arc<AtomicU64>,
 }
 
 impl Front {
-    pub fn run(self) {
+    pub fn run(mut self) {
         while !self.stop.load(Ordering::Acquire) {
-            let mut items: Vec<zmq::PollItem<'_>> = self
-                .sockets
-                .iter()
-                .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
-                .collect();
-            if let Err(e) = zmq::poll(&mut items, POLL_MS) {
+            self.serve_once(true);
+        }
+        // Stop accepting; finish what is in flight (up to the grace period).
+        let deadline =
+            Instant::now() + Duration::from_millis(self.grace_ms.load(Ordering::Acquire));
+        while self.pending.in_flight() > 0 && Instant::now() < deadline {
+            self.serve_once(false);
+        }
+        self.flush_replies();
+    }
+
+    /// One poll round: replies finished elsewhere, then (if `accept`) requests.
+    fn serve_once(&mut self, accept: bool) {
+        let readable: Vec<bool> = {
+            let mut items: Vec<zmq::PollItem<'_>> = vec![self.wake.as_poll_item(zmq::POLLIN)];
+            if accept {
+                items.extend(
+                    self.sockets
+                        .iter()
+                        .map(|(_, s)| s.as_poll_item(zmq::POLLIN)),
+                );
+            }
+            let timeout = if accept { POLL_MS } else { 5 };
+            if let Err(e) = zmq::poll(&mut items, timeout) {
                 warn!(error = %e, "poll failed");
+                return;
+            }
+            items.iter().map(|i| i.is_readable()).collect()
+        };
+        if readable[0] {
+            while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
+        }
+        self.flush_replies();
+        for (index, ready) in readable.iter().enumerate().skip(1) {
+            if !ready {
                 continue;
             }
-            let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
-            drop(items);
-            for ((endpoint, socket), ready) in self.sockets.iter().zip(ready) {
-                if !ready {
-                    continue;
-                }
-                for _ in 0..BURST {
-                    match socket.recv_bytes(zmq::DONTWAIT) {
-                        Ok(frame) => self.dispatch(*endpoint, &frame),
-                        Err(zmq::Error::EAGAIN) => break,
-                        Err(e) => {
-                            warn!(endpoint = endpoint.name(), error = %e, "receive failed");
-                            break;
-                        }
+            for _ in 0..BURST {
+                let (endpoint, socket) = &self.sockets[index - 1];
+                let endpoint = *endpoint;
+                match socket.recv_bytes(zmq::DONTWAIT) {
+                    Ok(frame) => self.dispatch(endpoint, &frame),
+                    Err(zmq::Error::EAGAIN) => break,
+                    Err(e) => {
+                        warn!(endpoint = endpoint.name(), error = %e, "receive failed");
+                        break;
                     }
                 }
             }
         }
     }
 
-    fn dispatch(&self, endpoint: Endpoint, frame: &[u8]) {
+    fn flush_replies(&mut self) {
+        while let Ok(reply) = self.replies.try_recv() {
+            self.reply_sockets.send(reply);
+        }
+    }
+
+    fn dispatch(&mut self, endpoint: Endpoint, frame: &[u8]) {
         let metrics = &self.ctx.metrics;
         let request = match decode(endpoint, frame) {
             Ok(request) => request,
@@ -87,7 +130,7 @@ impl Front {
             None => match refusal(&request, "too many requests pending for this client") {
                 Some(frame) => {
                     metrics.reject("too_many_pending");
-                    self.ctx.replies.send(Reply {
+                    self.reply_sockets.send(Reply {
                         frame,
                         address: reply_to,
                         slot: None,
@@ -97,8 +140,32 @@ impl Front {
                 None => None,
             },
         };
-        let ctx = Arc::clone(&self.ctx);
-        self.runtime
-            .spawn(handlers::handle(ctx, endpoint, request, reply_to, slot));
+        let mut response = Box::pin(handlers::respond(Arc::clone(&self.ctx), endpoint, request));
+        let polled = {
+            // Tokio resources polled here must find the runtime.
+            let _runtime = self.runtime.enter();
+            let mut cx = std::task::Context::from_waker(Waker::noop());
+            response.as_mut().poll(&mut cx)
+        };
+        match polled {
+            Poll::Ready(frame) => self.reply_sockets.send(Reply {
+                address: reply_to,
+                frame,
+                slot,
+            }),
+            Poll::Pending => {
+                // Continue on the runtime; it polls the task at once, with a
+                // real waker, so no wake-up is lost.
+                let replies = self.ctx.replies.clone();
+                self.runtime.spawn(async move {
+                    let frame = response.await;
+                    replies.send(Reply {
+                        address: reply_to,
+                        frame,
+                        slot,
+                    });
+                });
+            }
+        }
     }
 }

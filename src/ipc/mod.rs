@@ -1,12 +1,11 @@
 //! The ZeroMQ IPC front: Cloudburst's cache protocol plus AFT's transaction
 //! endpoints (docs/PROTOCOL.md), served to the executors of this node.
 //!
-//! Threads (libzmq sockets are not thread-safe, so each socket lives on
-//! exactly one thread):
-//! - the receive thread owns the six PULL sockets (`front.rs`) and spawns one
-//!   tokio task per request (`handlers/`);
-//! - the reply thread owns every outbound PUSH socket (`reply.rs`) and gets
-//!   finished replies over a channel.
+//! One IPC thread owns every socket (libzmq sockets are not thread-safe):
+//! the six PULL endpoints and the outbound PUSH sockets (`front.rs`,
+//! `reply.rs`). It runs each request's handler (`handlers/`) once inline;
+//! handlers that must wait continue on the tokio runtime and send their
+//! reply back to the IPC thread over a channel.
 
 mod address;
 mod error;
@@ -20,10 +19,10 @@ pub use error::IpcError;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::info;
 
@@ -31,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::txn::Engine;
 use front::Front;
 use handlers::Context;
-use reply::{spawn_reply_thread, PendingReplies, ReplySender};
+use reply::{reply_channel, PendingReplies, ReplySockets};
 use request::Endpoint;
 
 /// Settings of the IPC front.
@@ -73,10 +72,8 @@ impl Default for IpcConfig {
 /// A running IPC front. [`IpcServer::shutdown`] stops it gracefully.
 pub struct IpcServer {
     stop: Arc<AtomicBool>,
+    grace_ms: Arc<AtomicU64>,
     front: Option<JoinHandle<()>>,
-    reply: Option<JoinHandle<()>>,
-    replies: ReplySender,
-    pending: Arc<PendingReplies>,
     socket_files: Vec<PathBuf>,
 }
 
@@ -120,40 +117,59 @@ impl IpcServer {
             socket_files.push(path);
             sockets.push((endpoint, socket));
         }
-        let (replies, reply) =
-            spawn_reply_thread(context.clone(), config.max_reply_sockets, metrics.clone())?;
+        static SERVERS: AtomicU64 = AtomicU64::new(0);
+        let wake_address = format!(
+            "inproc://aft-ipc-wake-{}",
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        );
+        let zmq_err = |source| IpcError::Zmq {
+            endpoint: wake_address.clone(),
+            source,
+        };
+        let wake = context.socket(zmq::PULL).map_err(zmq_err)?;
+        wake.bind(&wake_address).map_err(zmq_err)?;
+        let waker = context.socket(zmq::PUSH).map_err(zmq_err)?;
+        waker.connect(&wake_address).map_err(zmq_err)?;
+        let (replies, reply_rx) = reply_channel(waker);
         let pending = PendingReplies::new(config.max_pending_per_client);
         let stop = Arc::new(AtomicBool::new(false));
+        let grace_ms = Arc::new(AtomicU64::new(0));
         let front = Front {
             sockets,
+            wake,
+            replies: reply_rx,
+            reply_sockets: ReplySockets::new(
+                context.clone(),
+                config.max_reply_sockets,
+                metrics.clone(),
+            ),
             policy: AddressPolicy {
                 ipc_dir: dir.display().to_string(),
                 client_ipc_dir: config.client_ipc_dir.clone(),
                 allow_tcp: config.allow_tcp_replies,
             },
-            pending: Arc::clone(&pending),
+            pending,
             ctx: Arc::new(Context {
                 engine,
-                replies: replies.clone(),
+                replies,
                 metrics,
             }),
             runtime,
             stop: Arc::clone(&stop),
+            grace_ms: Arc::clone(&grace_ms),
         };
         let front = std::thread::Builder::new()
-            .name("aft-ipc-front".into())
+            .name("aft-ipc".into())
             .spawn(move || front.run())
             .map_err(|source| IpcError::Thread {
-                name: "receive",
+                name: "IPC",
                 source,
             })?;
         info!(dir = %dir.display(), "IPC endpoints bound");
         Ok(IpcServer {
             stop,
+            grace_ms,
             front: Some(front),
-            reply: Some(reply),
-            replies,
-            pending,
             socket_files,
         })
     }
@@ -166,17 +182,13 @@ impl IpcServer {
     /// Stops accepting requests, lets in-flight requests finish (up to
     /// `grace`), flushes their replies, and removes the socket files.
     pub fn shutdown(mut self, grace: Duration) {
+        self.grace_ms.store(
+            u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
         self.stop.store(true, Ordering::Release);
         if let Some(front) = self.front.take() {
             let _ = front.join();
-        }
-        let deadline = Instant::now() + grace;
-        while self.pending.in_flight() > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.replies.stop();
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.join();
         }
         for path in &self.socket_files {
             let _ = std::fs::remove_file(path);

@@ -1,23 +1,22 @@
-//! The reply thread: owns every outbound PUSH socket.
+//! Replies: per-client pending-reply accounting, the outbound PUSH sockets
+//! (owned by the IPC thread), and the channel that brings replies of
+//! requests finished on the async runtime back to that thread.
 //!
-//! Handlers hand finished replies over a `crossbeam-channel`; this thread
-//! connects (once per address) and sends. Sockets are cached per address in
-//! an LRU of bounded size, so a churn of executors cannot grow memory without
-//! limit. Sends never block: a client that does not read its replies fills
-//! its socket's high-water mark and further replies to it are dropped and
-//! counted, while everyone else is served.
+//! Sockets are cached per address in an LRU of bounded size, so a churn of
+//! executors cannot grow memory without limit. Sends never block: a client
+//! that does not read its replies fills its socket's high-water mark and
+//! further replies to it are dropped and counted, while everyone else is
+//! served.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use lru::LruCache;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use super::IpcError;
 use crate::metrics::Metrics;
 
 /// Per-socket queue bound (messages) before replies to that client are dropped.
@@ -91,75 +90,78 @@ pub struct Reply {
     pub slot: Option<PendingSlot>,
 }
 
-enum Message {
-    Send(Reply),
-    Stop,
-}
-
-/// A cheap, cloneable handle for queueing replies.
+/// A cheap, cloneable handle that hands a finished reply to the IPC thread.
 #[derive(Clone)]
 pub struct ReplySender {
-    tx: Sender<Message>,
+    tx: Sender<Reply>,
+    /// Wakes the IPC thread's poll. Guarded by a mutex: the socket is used
+    /// from many runtime threads, one at a time (the barrier libzmq needs).
+    wake: Arc<Mutex<zmq::Socket>>,
 }
 
 impl ReplySender {
-    /// Queues a reply (never blocks).
+    /// Queues a reply (never blocks) and wakes the IPC thread.
     pub fn send(&self, reply: Reply) {
-        if self.tx.send(Message::Send(reply)).is_err() {
-            debug!("reply dropped: the reply thread has stopped");
+        if self.tx.send(reply).is_err() {
+            debug!("reply dropped: the IPC thread has stopped");
+            return;
+        }
+        let _ = self.wake.lock().send(&[][..], zmq::DONTWAIT);
+    }
+}
+
+/// The channel of replies finished elsewhere, and how to wake its reader.
+pub fn reply_channel(wake: zmq::Socket) -> (ReplySender, Receiver<Reply>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    (
+        ReplySender {
+            tx,
+            wake: Arc::new(Mutex::new(wake)),
+        },
+        rx,
+    )
+}
+
+/// The outbound PUSH sockets, one per reply address (LRU-bounded).
+pub struct ReplySockets {
+    context: zmq::Context,
+    sockets: LruCache<String, zmq::Socket>,
+    metrics: Metrics,
+}
+
+impl ReplySockets {
+    /// At most `max_sockets` open sockets.
+    pub fn new(context: zmq::Context, max_sockets: usize, metrics: Metrics) -> Self {
+        let capacity = NonZeroUsize::new(max_sockets.max(1)).unwrap_or(NonZeroUsize::MIN);
+        ReplySockets {
+            context,
+            sockets: LruCache::new(capacity),
+            metrics,
         }
     }
 
-    /// Asks the reply thread to flush what is queued and stop.
-    pub fn stop(&self) {
-        let _ = self.tx.send(Message::Stop);
-    }
-}
-
-/// Starts the reply thread.
-pub fn spawn_reply_thread(
-    context: zmq::Context,
-    max_sockets: usize,
-    metrics: Metrics,
-) -> Result<(ReplySender, JoinHandle<()>), IpcError> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let capacity = NonZeroUsize::new(max_sockets.max(1)).unwrap_or(NonZeroUsize::MIN);
-    let handle = std::thread::Builder::new()
-        .name("aft-ipc-reply".into())
-        .spawn(move || run(context, rx, capacity, metrics))
-        .map_err(|source| IpcError::Thread {
-            name: "reply",
-            source,
-        })?;
-    Ok((ReplySender { tx }, handle))
-}
-
-fn run(context: zmq::Context, rx: Receiver<Message>, capacity: NonZeroUsize, metrics: Metrics) {
-    let mut sockets: LruCache<String, zmq::Socket> = LruCache::new(capacity);
-    while let Ok(message) = rx.recv() {
+    /// Sends one reply (connecting to its address first if needed); never blocks.
+    pub fn send(&mut self, reply: Reply) {
         let Reply {
             address,
             frame,
             slot,
-        } = match message {
-            Message::Send(reply) => reply,
-            Message::Stop => break,
-        };
-        if !sockets.contains(&address) {
-            match connect(&context, &address) {
+        } = reply;
+        if !self.sockets.contains(&address) {
+            match connect(&self.context, &address) {
                 Ok(socket) => {
-                    sockets.put(address.clone(), socket);
+                    self.sockets.put(address.clone(), socket);
                 }
                 Err(e) => {
-                    metrics.reject("reply_connect_failed");
+                    self.metrics.reject("reply_connect_failed");
                     warn!(address = %address, error = %e, "cannot connect to reply address");
-                    continue;
+                    return;
                 }
             }
         }
-        if let Some(socket) = sockets.get(&address) {
+        if let Some(socket) = self.sockets.get(&address) {
             if let Err(e) = socket.send(&frame, zmq::DONTWAIT) {
-                metrics.reject("reply_dropped");
+                self.metrics.reject("reply_dropped");
                 debug!(address = %address, error = %e, "reply dropped (client not reading?)");
             }
         }

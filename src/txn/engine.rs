@@ -516,29 +516,10 @@ impl Engine {
     /// that fails, the transaction is marked failed here so its later calls
     /// fail and its commit aborts.
     pub async fn continue_from(&self, tid: &str, upstream: &str) -> Result<(), TxnError> {
-        if let Some(outcome) = self.outcomes.lock().get(tid) {
-            return Err(TxnError::Ended {
-                tid: tid.to_string(),
-                outcome: if outcome.is_committed() {
-                    "committed"
-                } else {
-                    "aborted"
-                },
-            });
+        if let Some(done) = self.continue_now(tid, upstream) {
+            return done;
         }
         let local = self.txns.lock().get(tid).cloned();
-        if upstream == self.config.node_address || upstream.is_empty() {
-            return match local {
-                Some(_) => Ok(()),
-                None => {
-                    let err = TxnError::UnknownTransaction {
-                        tid: tid.to_string(),
-                    };
-                    self.register_failed(tid, &err);
-                    Err(err)
-                }
-            };
-        }
         let fetched = match self.remote.get() {
             Some(remote) => remote.fetch_transaction(upstream, tid).await,
             None => Err(TxnError::Peer {
@@ -568,6 +549,33 @@ impl Engine {
                 Err(err)
             }
         }
+    }
+
+    /// [`Engine::continue_from`] without waiting, when no other node is
+    /// involved (the upstream is this node, or the transaction already ended);
+    /// `None` when the upstream sidecar must be asked.
+    fn continue_now(&self, tid: &str, upstream: &str) -> Option<Result<(), TxnError>> {
+        if let Some(outcome) = self.outcomes.lock().get(tid) {
+            return Some(Err(TxnError::Ended {
+                tid: tid.to_string(),
+                outcome: if outcome.is_committed() {
+                    "committed"
+                } else {
+                    "aborted"
+                },
+            }));
+        }
+        if upstream != self.config.node_address && !upstream.is_empty() {
+            return None;
+        }
+        if self.txns.lock().contains_key(tid) {
+            return Some(Ok(()));
+        }
+        let err = TxnError::UnknownTransaction {
+            tid: tid.to_string(),
+        };
+        self.register_failed(tid, &err);
+        Some(Err(err))
     }
 
     /// Registers `tid` here as failed (its calls fail, its commit aborts).

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use prost::Message;
 
-use super::reply::{PendingSlot, Reply, ReplySender};
+use super::reply::ReplySender;
 use super::request::{Endpoint, Request};
 use crate::metrics::{EndpointLabels, Metrics};
 use crate::proto::aft::{TransactionStatus, TransactionTag};
@@ -30,14 +30,10 @@ pub struct Context {
     pub metrics: Metrics,
 }
 
-/// Handles one request and queues its reply to `reply_to` (already validated).
-pub async fn handle(
-    ctx: Arc<Context>,
-    endpoint: Endpoint,
-    request: Request,
-    reply_to: String,
-    slot: Option<PendingSlot>,
-) {
+/// Handles one request and returns its reply frame (recording the
+/// endpoint's latency). The IPC thread polls this once inline and hands it
+/// to the runtime only if it has to wait.
+pub async fn respond(ctx: Arc<Context>, endpoint: Endpoint, request: Request) -> Vec<u8> {
     let started = Instant::now();
     let frame = match request {
         Request::Get {
@@ -63,11 +59,7 @@ pub async fn handle(
             endpoint: endpoint.name().to_string(),
         })
         .observe(started.elapsed().as_secs_f64());
-    ctx.replies.send(Reply {
-        address: reply_to,
-        frame,
-        slot,
-    });
+    frame
 }
 
 /// The reply to a read or write refused before reaching its handler (the
