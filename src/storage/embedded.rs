@@ -1,11 +1,14 @@
 //! The embedded on-disk backend (`file://PATH`), built on `redb`.
 //!
 //! One redb database file (`PATH/aft.redb`), one table of byte keys to byte
-//! values. Every write call is one redb write transaction committed with
-//! `Durability::Immediate` (fsync before returning), so an acknowledged
-//! write survives a crash of the process or the machine. redb is a
-//! synchronous library: calls run on tokio's blocking pool so they never
-//! stall the async runtime.
+//! values. Writes are **group-committed**: one writer thread takes every
+//! write call queued behind the one in progress, applies them in order in
+//! one redb write transaction, and commits it with `Durability::Immediate`
+//! (one fsync for the group) before any of them returns. Each call is still
+//! all-or-nothing, and an acknowledged write survives a crash of the process
+//! or the machine; concurrent commits share the fsync instead of queueing
+//! behind each other's. Reads run on tokio's blocking pool in read
+//! transactions (snapshots), so they never stall the async runtime.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,12 +22,47 @@ use super::{Entry, Storage, StorageError, StorageOptions};
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const FILE_NAME: &str = "aft.redb";
 
-/// The embedded store. Cheap to clone; all clones share one database.
+/// Most write calls folded into one group commit.
+const GROUP_MAX_CALLS: usize = 256;
+/// Most bytes folded into one group commit (a single bigger call goes alone).
+const GROUP_MAX_BYTES: usize = 32 << 20;
+
+/// A write call's change to the table.
+type Edit =
+    Box<dyn FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<(), redb::StorageError> + Send>;
+
+/// One write call: its edit of the table, its size, and where to answer.
+struct WriteCall {
+    op: &'static str,
+    bytes: usize,
+    edit: Edit,
+    done: tokio::sync::oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// The embedded store. Cheap to clone; all clones share one database and
+/// one writer thread. When the last clone is dropped the writer finishes
+/// what is queued and stops, and the database file is closed (unlocked).
 #[derive(Clone)]
 pub struct EmbeddedStorage {
     db: Arc<Database>,
+    writer: Arc<Writer>,
     path: String,
     options: StorageOptions,
+}
+
+/// The queue to the writer thread, and the thread (joined on drop).
+struct Writer {
+    queue: Option<crossbeam_channel::Sender<WriteCall>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStorage {
@@ -52,8 +90,19 @@ impl EmbeddedStorage {
         txn.open_table(TABLE)
             .map_err(|e| unreachable(e.to_string()))?;
         txn.commit().map_err(|e| unreachable(e.to_string()))?;
+        let db = Arc::new(db);
+        let (writes, queue) = crossbeam_channel::unbounded();
+        let writer_db = Arc::clone(&db);
+        let thread = std::thread::Builder::new()
+            .name("aft-embedded-writer".into())
+            .spawn(move || group_commit_loop(&writer_db, &queue))
+            .map_err(|e| unreachable(format!("cannot start the writer thread: {e}")))?;
         Ok(EmbeddedStorage {
-            db: Arc::new(db),
+            db,
+            writer: Arc::new(Writer {
+                queue: Some(writes),
+                thread: Some(thread),
+            }),
             path: url,
             options,
         })
@@ -87,24 +136,38 @@ impl EmbeddedStorage {
         self.run_sized(op, 0, f).await
     }
 
-    /// Applies `edit` (writing about `bytes`) inside one durable write transaction.
+    /// Applies `edit` (writing about `bytes`) durably, all or nothing, in
+    /// the next group commit. The timeout grows with `bytes` (see `run_sized`).
     async fn write<F>(&self, op: &'static str, bytes: usize, edit: F) -> Result<(), StorageError>
     where
         F: FnOnce(&mut redb::Table<&[u8], &[u8]>) -> Result<(), redb::StorageError>
             + Send
             + 'static,
     {
-        self.run_sized(op, bytes, move |db| {
-            let txn = db.begin_write().map_err(|e| StorageError::backend(op, e))?;
-            {
-                let mut table = txn
-                    .open_table(TABLE)
-                    .map_err(|e| StorageError::backend(op, e))?;
-                edit(&mut table).map_err(|e| StorageError::backend(op, e))?;
-            }
-            txn.commit().map_err(|e| StorageError::backend(op, e))
-        })
-        .await
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let call = WriteCall {
+            op,
+            bytes,
+            edit: Box::new(edit),
+            done,
+        };
+        let sent = match &self.writer.queue {
+            Some(queue) => queue.send(call).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StorageError::backend(op, "the writer thread has stopped"));
+        }
+        let factor = 1 + u32::try_from(bytes / (4 << 20)).unwrap_or(u32::MAX);
+        let timeout = self.options.call_timeout.saturating_mul(factor);
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StorageError::backend(
+                op,
+                "the writer thread dropped the call",
+            )),
+            Err(_) => Err(StorageError::Timeout { op, timeout }),
+        }
     }
 
     /// Reads inside one read transaction.
@@ -264,5 +327,47 @@ impl Storage for EmbeddedStorage {
 
     fn atomic_batches(&self) -> bool {
         true
+    }
+}
+
+/// The writer thread: takes the next call and every call queued behind it
+/// (bounded), applies them in order in one write transaction, commits once,
+/// and answers each. If the group fails (an I/O error), every call in it
+/// fails and nothing of the group is written.
+fn group_commit_loop(db: &Database, queue: &crossbeam_channel::Receiver<WriteCall>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        let mut bytes = group[0].bytes;
+        while group.len() < GROUP_MAX_CALLS && bytes < GROUP_MAX_BYTES {
+            match queue.try_recv() {
+                Ok(call) => {
+                    bytes += call.bytes;
+                    group.push(call);
+                }
+                Err(_) => break,
+            }
+        }
+        let op = group[0].op;
+        let (edits, answers): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|c| ((c.op, c.edit), c.done)).unzip();
+        let result = (|| -> Result<(), StorageError> {
+            let txn = db.begin_write().map_err(|e| StorageError::backend(op, e))?;
+            {
+                let mut table = txn
+                    .open_table(TABLE)
+                    .map_err(|e| StorageError::backend(op, e))?;
+                for (call_op, edit) in edits {
+                    edit(&mut table).map_err(|e| StorageError::backend(call_op, e))?;
+                }
+            }
+            txn.commit().map_err(|e| StorageError::backend(op, e))
+        })();
+        for answer in answers {
+            let reply = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StorageError::backend(op, e)),
+            };
+            let _ = answer.send(reply);
+        }
     }
 }
