@@ -80,6 +80,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         lww_value: &[u8],
     ) -> Result<(), StorageError>;
 
+    /// [`Storage::merge_lww`] for many keys, in one round trip where the
+    /// backend allows. Each merge is atomic on its own key.
+    async fn merge_lww_many(
+        &self,
+        entries: &[(Vec<u8>, u64, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        for (key, timestamp, value) in entries {
+            self.merge_lww(key, *timestamp, value).await?;
+        }
+        Ok(())
+    }
+
     /// Writes `value` at `key` only if `key` does not exist; returns whether
     /// it wrote. Atomic against other writers of `key` on every backend
     /// except Anna (which has no conditional write; see `anna.rs`).

@@ -201,6 +201,33 @@ impl Storage for RedisStorage {
         true
     }
 
+    async fn merge_lww_many(
+        &self,
+        entries: &[(Vec<u8>, u64, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (key, timestamp, value) in entries {
+            self.options.check_value_size(value.len())?;
+            pipe.cmd("EVAL")
+                .arg(MERGE_LWW_SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(*timestamp)
+                .arg(value)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        with_timeout(
+            "merge_lww_many",
+            self.options.call_timeout,
+            pipe.query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
         self.options.check_value_size(value.len())?;
         let mut conn = self.conn.clone();

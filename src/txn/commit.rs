@@ -431,22 +431,21 @@ fn spawn_publish(
             warn!(tid = %tid, error = %e, "writing key markers failed; not publishing plain values");
             return;
         }
-        for (key, payload) in values {
-            let Ok(lww) = LwwValue::decode(payload.as_ref()) else {
-                continue;
-            };
-            let published = LwwValue {
-                timestamp,
-                value: lww.value,
-            }
-            .encode_to_vec();
-            if let Err(e) = storage
-                .merge_lww(key.as_bytes(), timestamp, &published)
-                .await
-            {
-                metrics.publish_failures.inc();
-                warn!(key = %key, error = %e, "publishing a committed value to its plain key failed");
-            }
+        let published: Vec<(Vec<u8>, u64, Vec<u8>)> = values
+            .iter()
+            .filter_map(|(key, payload)| {
+                let lww = LwwValue::decode(payload.as_ref()).ok()?;
+                let value = LwwValue {
+                    timestamp,
+                    value: lww.value,
+                }
+                .encode_to_vec();
+                Some((key.as_bytes().to_vec(), timestamp, value))
+            })
+            .collect();
+        if let Err(e) = storage.merge_lww_many(&published).await {
+            metrics.publish_failures.inc();
+            warn!(tid = %tid, error = %e, "publishing committed values to their plain keys failed");
         }
     });
 }

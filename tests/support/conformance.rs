@@ -183,6 +183,17 @@ pub async fn lww_merge_keeps_newest(s: &dyn Storage, ns: &[u8]) {
         .unwrap();
     assert_eq!(s.get(&k).await.unwrap(), Some(lww(big_ts, b"new")));
 
+    let many = [key(ns, "m1"), key(ns, "m2")];
+    s.merge_lww(&many[0], 50, &lww(50, b"newer")).await.unwrap();
+    s.merge_lww_many(&[
+        (many[0].clone(), 40, lww(40, b"older")),
+        (many[1].clone(), 40, lww(40, b"fresh")),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.get(&many[0]).await.unwrap(), Some(lww(50, b"newer")));
+    assert_eq!(s.get(&many[1]).await.unwrap(), Some(lww(40, b"fresh")));
+
     let junk = key(ns, "junk");
     s.put(&junk, b"\xff\xff not protobuf").await.unwrap();
     s.merge_lww(&junk, 1, &lww(1, b"x")).await.unwrap();
