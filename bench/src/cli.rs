@@ -31,6 +31,22 @@ pub enum Command {
     EchoServer(EchoArgs),
     /// User-space TCP proxy adding a fixed delay in each direction.
     DelayProxy(ProxyArgs),
+    /// Time from a commit on one node to its visibility on another.
+    Staleness(StalenessArgs),
+}
+
+/// Flags of `aft-bench staleness`.
+#[derive(Debug, Args)]
+pub struct StalenessArgs {
+    /// Number of commits measured.
+    #[arg(long, default_value_t = 300)]
+    pub samples: u64,
+    /// The `aft-sidecar` binary (default: next to this one).
+    #[arg(long)]
+    pub sidecar: Option<PathBuf>,
+    /// The `redis-server` binary.
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: String,
 }
 
 /// Flags of `aft-bench echo-server`.

@@ -34,4 +34,5 @@ pub mod resp;
 pub mod results;
 pub mod runner;
 pub mod session;
+pub mod staleness;
 pub mod workload;

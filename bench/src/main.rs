@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aft_bench::cli::{Cli, Command, EchoArgs, ProxyArgs, RunArgs};
+use aft_bench::cli::{Cli, Command, EchoArgs, ProxyArgs, RunArgs, StalenessArgs};
 use aft_bench::echo::{self, EchoConfig};
 use aft_bench::proxy::{self, ProxyConfig};
 use aft_bench::results::Results;
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::EchoServer(args)) => echo_server(&args),
         Some(Command::DelayProxy(args)) => delay_proxy(&args),
+        Some(Command::Staleness(args)) => staleness(&args),
         None => run(&cli.run),
     };
     match outcome {
@@ -29,6 +30,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn staleness(args: &StalenessArgs) -> anyhow::Result<()> {
+    let binary = match &args.sidecar {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no parent directory")?
+            .join("aft-sidecar"),
+    };
+    let dir = tempfile::tempdir()?;
+    let s = aft_bench::staleness::measure(&binary, &args.redis_server, args.samples, dir.path())?;
+    println!(
+        "staleness (commit acknowledged on node 1 -> first transaction on node 2 that sees it), {} samples: p50 {} µs, p99 {} µs, max {} µs",
+        s.samples, s.p50_us, s.p99_us, s.max_us
+    );
+    Ok(())
 }
 
 fn echo_server(args: &EchoArgs) -> anyhow::Result<()> {

@@ -64,6 +64,9 @@ pub struct Cli {
     /// Permission bits of the socket files, octal (e.g. 660).
     #[arg(long, env = "AFT_SOCKET_MODE")]
     pub socket_mode: Option<String>,
+    /// Numeric group id given to the socket files (executors in that group can connect).
+    #[arg(long, env = "AFT_SOCKET_GROUP")]
+    pub socket_group: Option<u32>,
     /// Accept tcp:// reply addresses (default: ipc:// inside the IPC directory only).
     #[arg(long, env = "AFT_ALLOW_TCP_REPLIES")]
     pub allow_tcp_replies: bool,
@@ -134,6 +137,7 @@ pub struct FileConfig {
     pub storage_timeout_ms: Option<u64>,
     pub max_pending_per_client: Option<usize>,
     pub socket_mode: Option<String>,
+    pub socket_group: Option<u32>,
     pub allow_tcp_replies: Option<bool>,
     pub allow_world_writable_ipc_dir: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
@@ -169,6 +173,7 @@ pub struct Settings {
     pub storage_timeout: Duration,
     pub max_pending_per_client: usize,
     pub socket_mode: u32,
+    pub socket_group: Option<u32>,
     pub allow_tcp_replies: bool,
     pub allow_world_writable_ipc_dir: bool,
     pub shutdown_grace: Duration,
@@ -349,6 +354,7 @@ impl Settings {
                 .or(file.max_pending_per_client)
                 .unwrap_or(1024),
             socket_mode,
+            socket_group: cli.socket_group.or(file.socket_group),
             allow_tcp_replies: cli.allow_tcp_replies || file.allow_tcp_replies.unwrap_or(false),
             allow_world_writable_ipc_dir: cli.allow_world_writable_ipc_dir
                 || file.allow_world_writable_ipc_dir.unwrap_or(false),

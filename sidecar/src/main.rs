@@ -139,6 +139,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             max_pending_per_client: settings.max_pending_per_client,
             max_request_bytes: settings.max_value_bytes.saturating_mul(4).max(1 << 20),
             socket_mode: settings.socket_mode,
+            socket_group: settings.socket_group,
             allow_world_writable_dir: settings.allow_world_writable_ipc_dir,
             ..IpcConfig::default()
         },

@@ -596,3 +596,15 @@ fn http_get(base: &str, path: &str) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
 }
+
+#[test]
+fn socket_files_get_the_configured_mode_and_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Group 65534 (nogroup) exists on Debian; the tests run as root, who may chown.
+    let n = node(&["--socket-mode", "640", "--socket-group", "65534"]);
+    for name in ["get", "put", "start", "commit", "abort", "continue"] {
+        let meta = std::fs::metadata(n.ipc.join(name)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640, "{name}");
+        assert_eq!(meta.gid(), 65534, "{name}");
+    }
+}

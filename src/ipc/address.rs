@@ -6,8 +6,6 @@
 //! `ipc_dir` when the two differ, e.g. `/requests` inside executor
 //! containers); `tcp://` is refused unless explicitly allowed.
 
-use std::path::{Component, Path};
-
 /// Longest reply address accepted.
 pub const MAX_ADDRESS_LEN: usize = 256;
 
@@ -72,22 +70,27 @@ impl AddressPolicy {
 
     fn resolve_ipc(&self, address: &str, path: &str) -> Result<String, AddressError> {
         let outside = || AddressError::OutsideDirectory(address.to_string());
-        let path = Path::new(path);
-        if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        // Plain string checks (this runs for every request): no `..`
+        // segment anywhere, then a non-empty name under one of the two
+        // directory spellings.
+        if path.split('/').any(|segment| segment == "..") {
             return Err(outside());
         }
-        for (dir, mapped) in [
-            (self.ipc_dir.as_str(), self.ipc_dir.as_str()),
-            (self.client_ipc_dir.as_str(), self.ipc_dir.as_str()),
-        ] {
-            if let Ok(rest) = path.strip_prefix(dir) {
-                if rest.as_os_str().is_empty() {
-                    return Err(outside());
-                }
-                return Ok(format!("ipc://{}", Path::new(mapped).join(rest).display()));
-            }
+        let under = |dir: &str| {
+            path.strip_prefix(dir.trim_end_matches('/'))
+                .and_then(|rest| rest.strip_prefix('/'))
+                .filter(|name| !name.is_empty())
+        };
+        if under(&self.ipc_dir).is_some() {
+            return Ok(address.to_string());
         }
-        Err(outside())
+        match under(&self.client_ipc_dir) {
+            Some(name) => Ok(format!(
+                "ipc://{}/{name}",
+                self.ipc_dir.trim_end_matches('/')
+            )),
+            None => Err(outside()),
+        }
     }
 }
 

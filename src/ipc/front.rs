@@ -56,37 +56,43 @@ impl Front {
         self.flush_replies();
     }
 
-    /// One poll round: replies finished elsewhere, then (if `accept`) requests.
+    /// One round: take what is already queued (replies finished elsewhere,
+    /// then, if `accept`, requests) without a system call to poll; only when
+    /// nothing was waiting, block in `zmq::poll` until something arrives.
     fn serve_once(&mut self, accept: bool) {
-        let readable: Vec<bool> = {
-            let mut items: Vec<zmq::PollItem<'_>> = vec![self.wake.as_poll_item(zmq::POLLIN)];
-            if accept {
-                items.extend(
-                    self.sockets
-                        .iter()
-                        .map(|(_, s)| s.as_poll_item(zmq::POLLIN)),
-                );
-            }
-            let timeout = if accept { POLL_MS } else { 5 };
-            if let Err(e) = zmq::poll(&mut items, timeout) {
-                warn!(error = %e, "poll failed");
-                return;
-            }
-            items.iter().map(|i| i.is_readable()).collect()
-        };
-        if readable[0] {
-            while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
+        let mut busy = self.flush_replies();
+        if accept {
+            busy |= self.drain_requests();
         }
-        self.flush_replies();
-        for (index, ready) in readable.iter().enumerate().skip(1) {
-            if !ready {
-                continue;
-            }
+        if busy {
+            return;
+        }
+        let mut items: Vec<zmq::PollItem<'_>> = vec![self.wake.as_poll_item(zmq::POLLIN)];
+        if accept {
+            items.extend(
+                self.sockets
+                    .iter()
+                    .map(|(_, s)| s.as_poll_item(zmq::POLLIN)),
+            );
+        }
+        let timeout = if accept { POLL_MS } else { 5 };
+        if let Err(e) = zmq::poll(&mut items, timeout) {
+            warn!(error = %e, "poll failed");
+        }
+    }
+
+    /// Takes up to `BURST` requests from each endpoint; returns whether any came.
+    fn drain_requests(&mut self) -> bool {
+        let mut any = false;
+        for index in 0..self.sockets.len() {
             for _ in 0..BURST {
-                let (endpoint, socket) = &self.sockets[index - 1];
+                let (endpoint, socket) = &self.sockets[index];
                 let endpoint = *endpoint;
                 match socket.recv_bytes(zmq::DONTWAIT) {
-                    Ok(frame) => self.dispatch(endpoint, &frame),
+                    Ok(frame) => {
+                        any = true;
+                        self.dispatch(endpoint, &frame);
+                    }
                     Err(zmq::Error::EAGAIN) => break,
                     Err(e) => {
                         warn!(endpoint = endpoint.name(), error = %e, "receive failed");
@@ -95,12 +101,18 @@ impl Front {
                 }
             }
         }
+        any
     }
 
-    fn flush_replies(&mut self) {
+    /// Sends every reply finished elsewhere; returns whether there was any.
+    fn flush_replies(&mut self) -> bool {
+        while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
+        let mut any = false;
         while let Ok(reply) = self.replies.try_recv() {
+            any = true;
             self.reply_sockets.send(reply);
         }
+        any
     }
 
     fn dispatch(&mut self, endpoint: Endpoint, frame: &[u8]) {

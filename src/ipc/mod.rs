@@ -50,6 +50,9 @@ pub struct IpcConfig {
     pub max_request_bytes: usize,
     /// Permission bits of the socket files (e.g. 0o660).
     pub socket_mode: u32,
+    /// Group (numeric id) given to the socket files, so executors running
+    /// as another user in that group can connect; `None` keeps the default.
+    pub socket_group: Option<u32>,
     /// Serve even if the directory is world-writable.
     pub allow_world_writable_dir: bool,
 }
@@ -64,6 +67,7 @@ impl Default for IpcConfig {
             max_pending_per_client: 1024,
             max_request_bytes: 80 * 1024 * 1024,
             socket_mode: 0o660,
+            socket_group: None,
             allow_world_writable_dir: false,
         }
     }
@@ -114,6 +118,14 @@ impl IpcServer {
                     path: path.clone(),
                     reason: format!("cannot set socket permissions: {e}"),
                 })?;
+            if let Some(gid) = config.socket_group {
+                std::os::unix::fs::chown(&path, None, Some(gid)).map_err(|e| {
+                    IpcError::Directory {
+                        path: path.clone(),
+                        reason: format!("cannot give the socket to group {gid}: {e}"),
+                    }
+                })?;
+            }
             socket_files.push(path);
             sockets.push((endpoint, socket));
         }
@@ -149,11 +161,7 @@ impl IpcServer {
                 allow_tcp: config.allow_tcp_replies,
             },
             pending,
-            ctx: Arc::new(Context {
-                engine,
-                replies,
-                metrics,
-            }),
+            ctx: Arc::new(Context::new(engine, replies, metrics)),
             runtime,
             stop: Arc::clone(&stop),
             grace_ms: Arc::clone(&grace_ms),

@@ -54,6 +54,7 @@ impl RedisClusterStorage {
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.call_timeout)
             .retries(2)
+            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
             .build()
             .map_err(|e| unreachable(e.to_string()))?;
         let conn = tokio::time::timeout(options.connect_timeout * 2, client.get_async_connection())

@@ -41,7 +41,11 @@ impl RedisStorage {
             url: shown.clone(),
             reason,
         };
-        let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
+        // TCP_NODELAY: requests are small and latency-bound (no Nagle delay).
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| unreachable(e.to_string()))?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(|e| unreachable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.call_timeout))

@@ -19,6 +19,7 @@ use super::request::{Endpoint, Request};
 use crate::metrics::{EndpointLabels, Metrics};
 use crate::proto::aft::{TransactionStatus, TransactionTag};
 use crate::txn::Engine;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// What every handler needs.
 pub struct Context {
@@ -28,6 +29,31 @@ pub struct Context {
     pub replies: ReplySender,
     /// Metrics.
     pub metrics: Metrics,
+    /// Each endpoint's latency histogram, resolved once (in `Endpoint::ALL` order).
+    latency: Vec<Histogram>,
+}
+
+impl Context {
+    /// A context for handlers.
+    pub fn new(engine: Arc<Engine>, replies: ReplySender, metrics: Metrics) -> Self {
+        let latency = Endpoint::ALL
+            .iter()
+            .map(|e| {
+                metrics
+                    .request_seconds
+                    .get_or_create(&EndpointLabels {
+                        endpoint: e.name().to_string(),
+                    })
+                    .clone()
+            })
+            .collect();
+        Context {
+            engine,
+            replies,
+            metrics,
+            latency,
+        }
+    }
 }
 
 /// Handles one request and returns its reply frame (recording the
@@ -53,12 +79,13 @@ pub async fn respond(ctx: Arc<Context>, endpoint: Endpoint, request: Request) ->
         Request::Abort { tid, .. } => abort::handle(&ctx, tid),
         Request::Continue { tid, upstream, .. } => continue_::handle(&ctx, tid, upstream).await,
     };
-    ctx.metrics
-        .request_seconds
-        .get_or_create(&EndpointLabels {
-            endpoint: endpoint.name().to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    let index = Endpoint::ALL
+        .iter()
+        .position(|e| *e == endpoint)
+        .unwrap_or(0);
+    if let Some(histogram) = ctx.latency.get(index) {
+        histogram.observe(started.elapsed().as_secs_f64());
+    }
     frame
 }
 
