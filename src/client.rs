@@ -181,27 +181,14 @@ impl IpcClient {
         tid: Option<&str>,
         keys: &[&str],
     ) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
-        let mut tuples: Vec<KeyTuple> = keys
+        let tuples: Vec<KeyTuple> = keys
             .iter()
             .map(|k| KeyTuple {
                 key: k.to_string(),
                 ..Default::default()
             })
             .collect();
-        if let Some(tid) = tid {
-            tuples.push(tid_tuple(tid));
-        }
-        let request_id = self
-            .next_request
-            .fetch_add(1, Ordering::Relaxed)
-            .to_string();
-        let request = KeyRequest {
-            tuples,
-            response_address: self.reply_address(Endpoint::Get),
-            request_id: request_id.clone(),
-            ..Default::default()
-        };
-        let response = self.key_call(Endpoint::Get, &request, &request_id)?;
+        let response = self.key_call(Endpoint::Get, tuples, tid)?;
         let mut by_key: std::collections::HashMap<String, Option<Vec<u8>>> = Default::default();
         for tuple in response.tuples {
             let value = (tuple.error == AnnaError::NoError as i32
@@ -214,7 +201,7 @@ impl IpcClient {
 
     /// Writes `(key, LWWValue payload)` pairs (in `tid`, or plain).
     pub fn put(&self, tid: Option<&str>, writes: &[(&str, Vec<u8>)]) -> Result<(), ClientError> {
-        let mut tuples: Vec<KeyTuple> = writes
+        let tuples: Vec<KeyTuple> = writes
             .iter()
             .map(|(k, v)| KeyTuple {
                 key: k.to_string(),
@@ -223,20 +210,7 @@ impl IpcClient {
                 ..Default::default()
             })
             .collect();
-        if let Some(tid) = tid {
-            tuples.push(tid_tuple(tid));
-        }
-        let request_id = self
-            .next_request
-            .fetch_add(1, Ordering::Relaxed)
-            .to_string();
-        let request = KeyRequest {
-            tuples,
-            response_address: self.reply_address(Endpoint::Put),
-            request_id: request_id.clone(),
-            ..Default::default()
-        };
-        let response = self.key_call(Endpoint::Put, &request, &request_id)?;
+        let response = self.key_call(Endpoint::Put, tuples, tid)?;
         for tuple in &response.tuples {
             if tuple.error != AnnaError::NoError as i32 {
                 return Err(ClientError::Refused {
@@ -249,12 +223,27 @@ impl IpcClient {
         Ok(())
     }
 
+    /// Sends a `KeyRequest` of `tuples` (plus the transaction id tuple, if
+    /// any) and checks that the answer is for it.
     fn key_call(
         &self,
         endpoint: Endpoint,
-        request: &KeyRequest,
-        request_id: &str,
+        mut tuples: Vec<KeyTuple>,
+        tid: Option<&str>,
     ) -> Result<KeyResponse, ClientError> {
+        if let Some(tid) = tid {
+            tuples.push(tid_tuple(tid));
+        }
+        let request_id = self
+            .next_request
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
+        let request = KeyRequest {
+            tuples,
+            response_address: self.reply_address(endpoint),
+            request_id: request_id.clone(),
+            ..Default::default()
+        };
         let reply = self.call(endpoint, &request.encode_to_vec())?;
         let response =
             KeyResponse::decode(reply.as_slice()).map_err(|e| ClientError::Protocol {

@@ -43,6 +43,8 @@ pub struct CommittedTxn {
     /// Keys it wrote first (their base versions were saved).
     pub base_keys: Vec<String>,
     live_versions: usize,
+    /// Newest commit timestamp among the versions that superseded its dropped ones.
+    max_superseded_by: u64,
 }
 
 /// A commit to install: the metadata of its commit record.
@@ -81,8 +83,9 @@ pub struct Dropped {
 pub struct GcOutcome {
     /// Versions dropped from the index.
     pub dropped: Vec<Dropped>,
-    /// Transactions none of whose versions remain: their commit records can go.
-    pub retired_txns: Vec<Arc<str>>,
+    /// Transactions none of whose versions remain: their commit records can
+    /// go (with the newest timestamp that superseded one of their versions).
+    pub retired_txns: Vec<(Arc<str>, u64)>,
 }
 
 #[derive(Default)]
@@ -219,6 +222,7 @@ impl VersionIndex {
                 write_set: Arc::clone(&commit.write_set),
                 base_keys: commit.base_keys.clone(),
                 live_versions: commit.write_set.len(),
+                max_superseded_by: 0,
             },
         );
         true
@@ -270,9 +274,13 @@ impl VersionIndex {
             if !version.is_base() {
                 if let Some(txn) = txns.get_mut(&*version.tid) {
                     txn.live_versions = txn.live_versions.saturating_sub(1);
+                    txn.max_superseded_by = txn.max_superseded_by.max(superseded_by);
                     if txn.live_versions == 0 {
+                        let newest = txn.max_superseded_by;
                         txns.remove(&*version.tid);
-                        outcome.retired_txns.push(Arc::clone(&version.tid));
+                        outcome
+                            .retired_txns
+                            .push((Arc::clone(&version.tid), newest));
                     }
                 }
             }
@@ -369,7 +377,7 @@ mod tests {
             }]
         );
         assert_eq!(index.oldest_retained_superseder(), None);
-        assert_eq!(out.retired_txns, vec![Arc::<str>::from("b")]);
+        assert_eq!(out.retired_txns, vec![(Arc::<str>::from("b"), 30)]);
         assert_eq!(tids(&index, "k"), ["c"]);
         assert_eq!(tids(&index, "l"), ["a"]);
     }

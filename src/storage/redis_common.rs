@@ -4,9 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use redis::RedisError;
+use redis::aio::ConnectionLike;
+use redis::{AsyncCommands, RedisError, Script};
 
-use super::StorageError;
+use super::{StorageError, StorageOptions};
 
 /// Atomic LWW merge on the server: keep the stored value when it is an
 /// `LWWValue` whose timestamp (protobuf field 1, varint) is >= ARGV[1].
@@ -56,6 +57,81 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 "#;
+
+/// The single-key operations, identical on one server and on a cluster
+/// (where each goes to the key's slot): both backends delegate here.
+pub(crate) struct KeyOps<'a, C> {
+    pub conn: &'a C,
+    pub options: &'a StorageOptions,
+    pub merge_script: &'a Script,
+}
+
+impl<C> KeyOps<'_, C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+{
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut conn = self.conn.clone();
+        with_timeout("get", self.options.call_timeout, conn.get(key)).await
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.options.check_value_size(value.len())?;
+        let mut conn = self.conn.clone();
+        with_timeout("put", self.options.call_timeout, conn.set(key, value)).await
+    }
+
+    pub async fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        with_timeout("delete", self.options.call_timeout, conn.del(key)).await
+    }
+
+    pub async fn merge_lww(
+        &self,
+        key: &[u8],
+        timestamp: u64,
+        lww_value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.options.check_value_size(lww_value.len())?;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.merge_script.key(key);
+        invocation.arg(timestamp).arg(lww_value);
+        with_timeout(
+            "merge_lww",
+            self.options.call_timeout,
+            invocation.invoke_async::<i64>(&mut conn),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        self.options.check_value_size(value.len())?;
+        let mut conn = self.conn.clone();
+        let reply: Option<String> = with_timeout(
+            "put_if_absent",
+            self.options.call_timeout,
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(reply.is_some())
+    }
+
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        with_timeout(
+            "ping",
+            self.options.call_timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map(|_| ())
+    }
+}
 
 /// Runs a Redis future with the call timeout, mapping errors to [`StorageError`].
 pub(crate) async fn with_timeout<T>(

@@ -7,9 +7,9 @@
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::Script;
 
-use super::redis_common::{scan_pattern, with_timeout, CHUNK, MERGE_LWW_SCRIPT};
+use super::redis_common::{scan_pattern, with_timeout, KeyOps, CHUNK, MERGE_LWW_SCRIPT};
 use super::url::redact;
 use super::{Entry, Storage, StorageError, StorageOptions};
 
@@ -66,6 +66,16 @@ impl RedisStorage {
     }
 }
 
+impl RedisStorage {
+    fn ops(&self) -> KeyOps<'_, ConnectionManager> {
+        KeyOps {
+            conn: &self.conn,
+            options: &self.options,
+            merge_script: &self.merge_script,
+        }
+    }
+}
+
 #[async_trait]
 impl Storage for RedisStorage {
     fn describe(&self) -> String {
@@ -73,19 +83,15 @@ impl Storage for RedisStorage {
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let mut conn = self.conn.clone();
-        with_timeout("get", self.options.call_timeout, conn.get(key)).await
+        self.ops().get(key).await
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.options.check_value_size(value.len())?;
-        let mut conn = self.conn.clone();
-        with_timeout("put", self.options.call_timeout, conn.set(key, value)).await
+        self.ops().put(key, value).await
     }
 
     async fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
-        let mut conn = self.conn.clone();
-        with_timeout("delete", self.options.call_timeout, conn.del(key)).await
+        self.ops().delete(key).await
     }
 
     async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
@@ -183,17 +189,7 @@ impl Storage for RedisStorage {
         timestamp: u64,
         lww_value: &[u8],
     ) -> Result<(), StorageError> {
-        self.options.check_value_size(lww_value.len())?;
-        let mut conn = self.conn.clone();
-        let mut invocation = self.merge_script.key(key);
-        invocation.arg(timestamp).arg(lww_value);
-        with_timeout(
-            "merge_lww",
-            self.options.call_timeout,
-            invocation.invoke_async::<i64>(&mut conn),
-        )
-        .await
-        .map(|_| ())
+        self.ops().merge_lww(key, timestamp, lww_value).await
     }
 
     /// `put_many` runs in MULTI/EXEC: all or nothing.
@@ -233,29 +229,10 @@ impl Storage for RedisStorage {
     }
 
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
-        self.options.check_value_size(value.len())?;
-        let mut conn = self.conn.clone();
-        let reply: Option<String> = with_timeout(
-            "put_if_absent",
-            self.options.call_timeout,
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("NX")
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(reply.is_some())
+        self.ops().put_if_absent(key, value).await
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        let mut conn = self.conn.clone();
-        with_timeout(
-            "ping",
-            self.options.call_timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map(|_| ())
+        self.ops().ping().await
     }
 }

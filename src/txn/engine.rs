@@ -68,9 +68,10 @@ pub struct Engine {
     /// Multi-node: the cluster-wide GC watermark (see `gc.rs`). Unset on a
     /// single node, where dropped data is deleted at once.
     pub(crate) global_watermark: std::sync::OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>,
-    /// Multi-node: data keys of dropped versions, waiting for the watermark
-    /// to pass their superseder's timestamp.
-    pub(crate) deferred_deletes: Mutex<std::collections::VecDeque<(u64, Vec<u8>)>>,
+    /// Multi-node: storage keys of dropped versions and retired commit
+    /// records, waiting for the watermark to pass their superseder's
+    /// timestamp: (superseder timestamp, key, is a commit record).
+    pub(crate) deferred_deletes: Mutex<std::collections::VecDeque<(u64, Vec<u8>, bool)>>,
 }
 
 impl std::fmt::Debug for Engine {

@@ -33,30 +33,45 @@ impl Engine {
         };
         let outcome = self.index.collect(min_start);
         let mut garbage: Vec<Vec<u8>> = std::mem::take(&mut *self.pending_deletes.lock());
-        let watermark = self.global_watermark.get().map(|w| w());
-        {
-            let mut deferred = self.deferred_deletes.lock();
-            for dropped in &outcome.dropped {
-                self.cache.remove(&VersionedKey {
-                    key: Arc::from(dropped.key.as_str()),
-                    version: dropped.version.clone(),
-                });
-                let key = data_key(&dropped.version, &dropped.key);
-                if watermark.is_some() {
-                    deferred.push_back((dropped.superseded_by, key));
-                } else {
-                    garbage.push(key);
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        for dropped in &outcome.dropped {
+            self.cache.remove(&VersionedKey {
+                key: Arc::from(dropped.key.as_str()),
+                version: dropped.version.clone(),
+            });
+        }
+        let data = outcome
+            .dropped
+            .iter()
+            .map(|d| (d.superseded_by, data_key(&d.version, &d.key), false));
+        let retired = outcome
+            .retired_txns
+            .iter()
+            .map(|(tid, superseded_by)| (*superseded_by, commit_record_key(tid), true));
+        match self.global_watermark.get().map(|w| w()) {
+            // One node: nothing else can need what this node dropped.
+            None => {
+                for (_, key, is_record) in data.chain(retired) {
+                    if is_record {
+                        records.push(key);
+                    } else {
+                        garbage.push(key);
+                    }
                 }
             }
-            // Multi-node: a version's data goes only once every live node
-            // has installed its superseder and no longer needs it.
-            if let Some(watermark) = watermark {
+            // Multi-node: a version's data, and a retired transaction's
+            // commit record (which other nodes read to learn a version their
+            // transactions are bound to), go only once every live node has
+            // installed the superseding commit and no longer needs them.
+            Some(watermark) => {
+                let mut deferred = self.deferred_deletes.lock();
+                deferred.extend(data.chain(retired));
                 let mut kept = std::collections::VecDeque::with_capacity(deferred.len());
-                while let Some((superseded_by, key)) = deferred.pop_front() {
-                    if superseded_by < watermark {
-                        garbage.push(key);
-                    } else {
-                        kept.push_back((superseded_by, key));
+                while let Some((superseded_by, key, is_record)) = deferred.pop_front() {
+                    match (superseded_by < watermark, is_record) {
+                        (true, true) => records.push(key),
+                        (true, false) => garbage.push(key),
+                        (false, _) => kept.push_back((superseded_by, key, is_record)),
                     }
                 }
                 *deferred = kept;
@@ -64,11 +79,6 @@ impl Engine {
         }
         // Data first, records after: a crash in between leaves records whose
         // versions are all superseded, which recovery drops again.
-        let records: Vec<Vec<u8>> = outcome
-            .retired_txns
-            .iter()
-            .map(|tid| commit_record_key(tid))
-            .collect();
         self.metrics
             .gc_dropped_versions
             .inc_by(outcome.dropped.len() as u64);

@@ -123,3 +123,36 @@ pub(crate) fn tag(id: &str, status: TransactionStatus, address: &str) -> Vec<u8>
     }
     .encode_to_vec()
 }
+
+/// A `KeyResponse` of `kind` where every key carries `code`, with `reason`
+/// as text in each tuple's payload (Cloudburst's client ignores it; ours
+/// shows it). Read errors say lattice `NONE`, write errors `LWW`.
+pub(crate) fn key_error_response(
+    kind: crate::proto::anna::RequestType,
+    request_id: &str,
+    keys: impl IntoIterator<Item = String>,
+    code: crate::proto::anna::AnnaError,
+    reason: &str,
+) -> Vec<u8> {
+    use crate::proto::anna::{KeyResponse, KeyTuple, LatticeType, RequestType};
+    let lattice = match kind {
+        RequestType::Put => LatticeType::Lww,
+        _ => LatticeType::None,
+    };
+    KeyResponse {
+        r#type: kind as i32,
+        tuples: keys
+            .into_iter()
+            .map(|key| KeyTuple {
+                key,
+                lattice_type: lattice as i32,
+                error: code as i32,
+                payload: reason.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+        response_id: request_id.to_string(),
+        error: code as i32,
+    }
+    .encode_to_vec()
+}

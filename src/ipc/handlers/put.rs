@@ -122,27 +122,12 @@ fn validate(tuples: &[KeyTuple], max_value_bytes: usize) -> Result<Vec<(String, 
         .collect()
 }
 
-/// A put `KeyResponse` where every key carries `code` and `reason`.
+/// This endpoint's error reply: every key carries `code` and `reason`.
 pub(crate) fn error_response(
     request_id: &str,
     keys: impl IntoIterator<Item = String>,
     code: AnnaError,
     reason: &str,
 ) -> Vec<u8> {
-    KeyResponse {
-        r#type: RequestType::Put as i32,
-        tuples: keys
-            .into_iter()
-            .map(|key| KeyTuple {
-                key,
-                lattice_type: LatticeType::Lww as i32,
-                error: code as i32,
-                payload: reason.as_bytes().to_vec(),
-                ..Default::default()
-            })
-            .collect(),
-        response_id: request_id.to_string(),
-        error: code as i32,
-    }
-    .encode_to_vec()
+    super::key_error_response(RequestType::Put, request_id, keys, code, reason)
 }
