@@ -5,7 +5,9 @@
 //!
 //! `cargo fuzz` needs a nightly toolchain, which this project's machines do
 //! not have; proptest drives the same decoders with random and mutated
-//! inputs, bounded so the run stays short (a few thousand cases each).
+//! inputs. The run is bounded: `AFT_FUZZ_CASES` cases per property
+//! (default 100,000: about half a minute in all in a debug build); set it
+//! higher for a longer run, e.g. `AFT_FUZZ_CASES=1000000 cargo test --release --test fuzz_decoders`.
 
 use aft::ipc::request::{decode, Endpoint, TRANSACTION_ID_KEY};
 use aft::peer::PeerKey;
@@ -36,8 +38,15 @@ fn valid_get() -> Vec<u8> {
     .encode_to_vec()
 }
 
+fn cases() -> u32 {
+    std::env::var("AFT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn ipc_requests_never_panic(endpoint in 0..6usize, bytes in prop::collection::vec(any::<u8>(), 0..512)) {
