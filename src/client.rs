@@ -115,16 +115,9 @@ impl IpcClient {
         )
     }
 
-    fn index(endpoint: Endpoint) -> usize {
-        Endpoint::ALL
-            .iter()
-            .position(|e| *e == endpoint)
-            .unwrap_or(0)
-    }
-
     /// Sends a raw frame to `endpoint` (for tests of bad input).
     pub fn send_raw(&self, endpoint: Endpoint, frame: &[u8]) -> Result<(), ClientError> {
-        self.requests[Self::index(endpoint)]
+        self.requests[endpoint.index()]
             .send(frame, 0)
             .map_err(|e| match e {
                 zmq::Error::EAGAIN => ClientError::Timeout {
@@ -137,7 +130,7 @@ impl IpcClient {
 
     /// Waits for one raw reply on `endpoint`'s reply socket.
     pub fn recv_raw(&self, endpoint: Endpoint) -> Result<Vec<u8>, ClientError> {
-        self.replies[Self::index(endpoint)]
+        self.replies[endpoint.index()]
             .recv_bytes(0)
             .map_err(|e| match e {
                 zmq::Error::EAGAIN => ClientError::Timeout {

@@ -284,6 +284,42 @@ fn start_targets(
         let process = start_sidecar(&spec, ready_timeout)?;
         Ok((ipc_dir, process))
     };
+    // One sidecar on 127.0.0.1 with its client pool; returns the pool's index.
+    let single_sidecar =
+        |rig: &mut Rig, name: &str, label: &str, storage: String| -> anyhow::Result<usize> {
+            let (ipc_dir, process) = sidecar(name, storage, Vec::new())?;
+            rig.processes.push((label.into(), process));
+            let pool = rig.pools.len();
+            rig.pools.push(Pool::spawn(
+                name,
+                max_clients,
+                ids,
+                ipc_connector(
+                    vec![ipc_dir],
+                    vec!["127.0.0.1".into()],
+                    Arc::clone(params),
+                    seed,
+                    timeout,
+                ),
+            )?);
+            Ok(pool)
+        };
+    // The DAG workload through one sidecar, in its own key space `prefix`.
+    let single_node_dag = |name: &'static str, title: &str, pool: usize, prefix: &str| Workload {
+        name,
+        title: title.into(),
+        unit: "DAG",
+        pool,
+        spec: Spec::Dag {
+            prefix: prefix.into(),
+            nodes: 1,
+            spread: false,
+            history: true,
+        },
+        key_space: Some(prefix.into()),
+        through_sidecar: true,
+        single_client: false,
+    };
 
     if any(&["echo-get", "echo-dag"]) {
         let ipc_dir = dir.join("echo");
@@ -432,23 +468,12 @@ fn start_targets(
 
     if any(&["sidecar-get", "sidecar-file-dag"]) {
         let data = dir.join("sd-file-data");
-        let (ipc_dir, process) =
-            sidecar("sd-file", format!("file://{}", data.display()), Vec::new())?;
-        rig.processes
-            .push(("aft-sidecar (file://)".into(), process));
-        let pool = rig.pools.len();
-        rig.pools.push(Pool::spawn(
+        let pool = single_sidecar(
+            rig,
             "sd-file",
-            max_clients,
-            ids,
-            ipc_connector(
-                vec![ipc_dir],
-                vec!["127.0.0.1".into()],
-                Arc::clone(params),
-                seed,
-                timeout,
-            ),
-        )?);
+            "aft-sidecar (file://)",
+            format!("file://{}", data.display()),
+        )?;
         if selected("sidecar-get") {
             workloads.push(Workload {
                 name: "sidecar-get",
@@ -465,88 +490,41 @@ fn start_targets(
             });
         }
         if selected("sidecar-file-dag") {
-            workloads.push(Workload {
-                name: "sidecar-file-dag",
-                title: "the DAG through the sidecar over the embedded store (file://)".into(),
-                unit: "DAG",
+            workloads.push(single_node_dag(
+                "sidecar-file-dag",
+                "the DAG through the sidecar over the embedded store (file://)",
                 pool,
-                spec: Spec::Dag {
-                    prefix: "file".into(),
-                    nodes: 1,
-                    spread: false,
-                    history: true,
-                },
-                key_space: Some("file".into()),
-                through_sidecar: true,
-                single_client: false,
-            });
+                "file",
+            ));
         }
     }
     if let Some(addr) = redis_addr.filter(|_| selected("sidecar-redis-dag")) {
-        let (ipc_dir, process) = sidecar("sd-redis", format!("redis://{addr}"), Vec::new())?;
-        rig.processes
-            .push(("aft-sidecar (redis, loopback)".into(), process));
-        let pool = rig.pools.len();
-        rig.pools.push(Pool::spawn(
+        let pool = single_sidecar(
+            rig,
             "sd-redis",
-            max_clients,
-            ids,
-            ipc_connector(
-                vec![ipc_dir],
-                vec!["127.0.0.1".into()],
-                Arc::clone(params),
-                seed,
-                timeout,
-            ),
-        )?);
-        workloads.push(Workload {
-            name: "sidecar-redis-dag",
-            title: "the DAG through the sidecar over Redis on loopback".into(),
-            unit: "DAG",
+            "aft-sidecar (redis, loopback)",
+            format!("redis://{addr}"),
+        )?;
+        workloads.push(single_node_dag(
+            "sidecar-redis-dag",
+            "the DAG through the sidecar over Redis on loopback",
             pool,
-            spec: Spec::Dag {
-                prefix: "redis".into(),
-                nodes: 1,
-                spread: false,
-                history: true,
-            },
-            key_space: Some("redis".into()),
-            through_sidecar: true,
-            single_client: false,
-        });
+            "redis",
+        ));
     }
     if let Some(addr) = net_addr.filter(|_| selected("sidecar-redis-net-dag")) {
-        let (ipc_dir, process) = sidecar("sd-net", format!("redis://{addr}"), Vec::new())?;
-        rig.processes
-            .push(("aft-sidecar (redis behind the proxy)".into(), process));
-        let pool = rig.pools.len();
-        rig.pools.push(Pool::spawn(
+        let pool = single_sidecar(
+            rig,
             "sd-net",
-            max_clients,
-            ids,
-            ipc_connector(
-                vec![ipc_dir],
-                vec!["127.0.0.1".into()],
-                Arc::clone(params),
-                seed,
-                timeout,
-            ),
-        )?);
-        workloads.push(Workload {
-            name: "sidecar-redis-net-dag",
-            title: "the DAG through the sidecar, Redis behind the simulated network hop".into(),
-            unit: "DAG",
+            "aft-sidecar (redis behind the proxy)",
+            format!("redis://{addr}"),
+        )?;
+        workloads.push(single_node_dag(
+            "sidecar-redis-net-dag",
+            "the DAG through the sidecar, Redis behind the simulated network hop",
             pool,
-            spec: Spec::Dag {
-                prefix: "net".into(),
-                nodes: 1,
-                spread: false,
-                history: true,
-            },
-            key_space: Some("net".into()),
-            through_sidecar: true,
-            single_client: false,
-        });
+            "net",
+        ));
     }
     if let (true, Some(addr)) = (run_multi, redis_addr) {
         let n = node_counts.iter().copied().max().unwrap_or(1);

@@ -41,6 +41,11 @@ impl Endpoint {
         Endpoint::Continue,
     ];
 
+    /// Its position in [`Endpoint::ALL`] (for per-endpoint tables).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Its socket name in the IPC directory.
     pub fn name(self) -> &'static str {
         match self {
@@ -280,6 +285,13 @@ mod tests {
         assert!(decode(Endpoint::Abort, b"no separator").is_err());
         assert!(decode(Endpoint::Start, &[0xff, 0xfe]).is_err());
         assert!(decode(Endpoint::Get, &[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn endpoint_index_is_its_position_in_all() {
+        for (i, endpoint) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(endpoint.index(), i, "{endpoint:?}");
+        }
     }
 
     #[test]

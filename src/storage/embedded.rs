@@ -108,16 +108,21 @@ impl EmbeddedStorage {
         })
     }
 
+    /// The call timeout stretched by `bytes` written: an fsync of many
+    /// megabytes on a busy disk is slow, not stuck (about 4 MiB per call timeout).
+    fn timeout_for(&self, bytes: usize) -> std::time::Duration {
+        let factor = 1 + u32::try_from(bytes / (4 << 20)).unwrap_or(u32::MAX);
+        self.options.call_timeout.saturating_mul(factor)
+    }
+
     /// Runs a blocking database closure on the blocking pool, with the call
-    /// timeout stretched by `bytes` written (an fsync of many megabytes on a
-    /// busy disk is slow, not stuck: allow about 4 MiB per call timeout).
+    /// timeout stretched by `bytes` (see [`Self::timeout_for`]).
     async fn run_sized<T, F>(&self, op: &'static str, bytes: usize, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
     {
-        let factor = 1 + u32::try_from(bytes / (4 << 20)).unwrap_or(u32::MAX);
-        let timeout = self.options.call_timeout.saturating_mul(factor);
+        let timeout = self.timeout_for(bytes);
         let db = Arc::clone(&self.db);
         let task = tokio::task::spawn_blocking(move || f(&db));
         match tokio::time::timeout(timeout, task).await {
@@ -158,8 +163,7 @@ impl EmbeddedStorage {
         if !sent {
             return Err(StorageError::backend(op, "the writer thread has stopped"));
         }
-        let factor = 1 + u32::try_from(bytes / (4 << 20)).unwrap_or(u32::MAX);
-        let timeout = self.options.call_timeout.saturating_mul(factor);
+        let timeout = self.timeout_for(bytes);
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(StorageError::backend(

@@ -72,7 +72,7 @@ impl Engine {
     ) -> Result<Vec<String>, TxnError> {
         self.clock.observe(timestamp);
         let slot = self.slot(tid)?;
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = {
+        let (keys, entries): (Vec<String>, Vec<crate::storage::Entry>) = {
             let mut txn = slot.lock();
             match &txn.phase {
                 Phase::Prepared { keys, .. } => return Ok(keys.clone()),
@@ -93,16 +93,8 @@ impl Engine {
             txn.writes
                 .iter()
                 .filter(|(k, _)| !exclude.contains(k))
-                .map(|(k, v)| (data_key_for_tid(tid, k), v.to_vec()))
-                .collect()
-        };
-        let keys: Vec<String> = {
-            let txn = slot.lock();
-            txn.writes
-                .keys()
-                .filter(|k| !exclude.contains(k))
-                .cloned()
-                .collect()
+                .map(|(k, v)| (k.clone(), (data_key_for_tid(tid, k), v.to_vec())))
+                .unzip()
         };
         if !entries.is_empty() {
             if let Err(e) = self.storage.put_many(&entries).await {
@@ -245,13 +237,9 @@ impl Engine {
                 Err(_) => continue,
             };
             match decision {
-                Decision::Committed(_) => {
-                    let version = Version::new(0, Arc::clone(&tid));
+                Decision::Committed(timestamp) => {
+                    let version = Version::new(timestamp, Arc::clone(&tid));
                     let _ = self.fetch_commit(&version).await;
-                    let timestamp = match self.read_decision(&tid).await {
-                        Ok(Decision::Committed(ts)) => ts,
-                        _ => 0,
-                    };
                     info!(tid = %tid, "prepared transaction found committed in storage");
                     self.finish(&tid, Outcome::Committed { timestamp });
                 }
