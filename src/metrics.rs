@@ -71,6 +71,11 @@ pub struct Metrics {
     pub gc_deleted_keys: Counter,
     /// Failed publications of committed values to plain keys.
     pub publish_failures: Counter,
+    /// Transactions doomed by a read or write that could not be answered
+    /// truthfully (their commits answer ABORTED).
+    pub txn_doomed: Counter,
+    /// Publications finished by the sweep (their coordinator did not).
+    pub publications_swept: Counter,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -105,6 +110,8 @@ impl Metrics {
         let gc_dropped_versions = Counter::default();
         let gc_deleted_keys = Counter::default();
         let publish_failures = Counter::default();
+        let txn_doomed = Counter::default();
+        let publications_swept = Counter::default();
         registry.register("txn_started", "Transactions started", txn_started.clone());
         registry.register(
             "txn_committed",
@@ -150,6 +157,16 @@ impl Metrics {
             "Failed publications of committed values to plain keys",
             publish_failures.clone(),
         );
+        registry.register(
+            "txn_doomed",
+            "Transactions doomed by a read or write that could not be answered",
+            txn_doomed.clone(),
+        );
+        registry.register(
+            "publications_swept",
+            "Publications to plain keys finished by the sweep, not the coordinator",
+            publications_swept.clone(),
+        );
         Metrics {
             txn_started,
             txn_committed,
@@ -164,6 +181,8 @@ impl Metrics {
             gc_dropped_versions,
             gc_deleted_keys,
             publish_failures,
+            txn_doomed,
+            publications_swept,
             registry: std::sync::Arc::new(registry),
         }
     }

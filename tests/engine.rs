@@ -337,10 +337,30 @@ async fn storage_failure_before_the_commit_point_aborts_and_leaves_nothing() {
     write_op(&engine, &tid, "k");
     assert!(!engine.commit(&tid).await.unwrap().is_committed());
     faults.commit_record.store(false, Ordering::SeqCst);
+    let left: Vec<String> = inner
+        .scan_prefix(b"")
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    // What may stay: abort markers that fence the failed commits (so their
+    // records can never land later), and the saved base of the key they
+    // would have written first.
+    for key in &left {
+        if key.starts_with("aft/c/") {
+            let stored = inner.get(key.as_bytes()).await.unwrap().unwrap();
+            assert!(
+                matches!(aft::txn::decode_decision(key.as_bytes(), &stored), Ok(None)),
+                "{key} must be an abort marker"
+            );
+        } else {
+            assert_eq!(key, "aft/d/~base/k", "aborted commit left data: {left:?}");
+        }
+    }
     assert!(
-        inner.is_empty(),
-        "aborted commit left data: {}",
-        inner.len()
+        left.contains(&format!("aft/c/{tid}")),
+        "the failed commit is fenced"
     );
 
     // The record lands but its acknowledgement is lost: read back, committed.
@@ -406,6 +426,11 @@ async fn crash_points_around_the_commit_record() {
             "after restart, {key} must show the committed transaction, never the crashed one"
         );
     }
+    assert_eq!(
+        engine.sweep_orphans().await,
+        0,
+        "one sighting is not enough: the commit might still be writing its record"
+    );
     let deleted = engine.sweep_orphans().await;
     assert_eq!(
         deleted, 2,

@@ -54,6 +54,7 @@ conformance!(
     prefix_scan_of_one_hundred_thousand,
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
+    put_many_if_absent_is_guarded,
 );
 
 conformance!(

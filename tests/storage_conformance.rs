@@ -61,6 +61,7 @@ conformance!(
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
     put_if_absent_writes_once,
+    put_many_if_absent_is_guarded,
 );
 
 conformance!(
@@ -74,6 +75,7 @@ conformance!(
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
     put_if_absent_writes_once,
+    put_many_if_absent_is_guarded,
 );
 
 conformance!(
@@ -87,6 +89,7 @@ conformance!(
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
     put_if_absent_writes_once,
+    put_many_if_absent_is_guarded,
 );
 
 /// The whole suite on one real 3-master cluster (starting one costs ~1 s).

@@ -109,6 +109,9 @@ pub struct Cli {
     /// How often storage is swept for such orphaned data, seconds.
     #[arg(long, env = "AFT_ORPHAN_SWEEP_SECS")]
     pub orphan_sweep_secs: Option<u64>,
+    /// How often storage is swept for committed values a crashed node did not publish to their plain keys, milliseconds.
+    #[arg(long, env = "AFT_PUBLISH_SWEEP_MS")]
+    pub publish_sweep_ms: Option<u64>,
     /// File holding the cluster's peer key (64 hex digits), for --peer-mode sealed.
     #[arg(long, env = "AFT_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
@@ -152,6 +155,7 @@ pub struct FileConfig {
     pub decision_timeout_ms: Option<u64>,
     pub orphan_grace_secs: Option<u64>,
     pub orphan_sweep_secs: Option<u64>,
+    pub publish_sweep_ms: Option<u64>,
     pub outcome_retention: Option<usize>,
 }
 
@@ -181,6 +185,7 @@ pub struct Settings {
     pub decision_timeout: Duration,
     pub orphan_grace: Duration,
     pub orphan_sweep: Duration,
+    pub publish_sweep: Duration,
     pub outcome_retention: usize,
 }
 
@@ -311,6 +316,12 @@ impl Settings {
                     .or(file.orphan_sweep_secs)
                     .unwrap_or(300)
                     .max(1),
+            ),
+            publish_sweep: Duration::from_millis(
+                cli.publish_sweep_ms
+                    .or(file.publish_sweep_ms)
+                    .unwrap_or(5_000)
+                    .max(10),
             ),
             decision_timeout: Duration::from_millis(
                 cli.decision_timeout_ms

@@ -93,7 +93,10 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         decision_timeout: settings.decision_timeout,
         orphan_grace: settings.orphan_grace,
         orphan_sweep_interval: settings.orphan_sweep,
+        publish_sweep_interval: settings.publish_sweep,
         outcome_retention: settings.outcome_retention,
+        storage_timeout: settings.storage_timeout,
+        clustered: settings.peers.is_some(),
         ..EngineConfig::default()
     };
     let engine = runtime

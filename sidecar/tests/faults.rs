@@ -43,8 +43,13 @@ fn commit_request(c: &IpcClient, tid: &str) {
 }
 
 /// Kills the sidecar at a commit step (a failpoint exits as if by kill -9),
-/// restarts it, and checks what is visible.
-fn crash_at(failpoint: &str, storage: &str, expect_committed: bool) -> String {
+/// restarts it, and checks what is visible. Returns the transaction id and
+/// the restarted sidecar (still running) with its directory.
+fn crash_at(
+    failpoint: &str,
+    storage: &str,
+    expect_committed: bool,
+) -> (String, Sidecar, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ipc = dir.path().join("ipc");
     let args = [
@@ -100,7 +105,7 @@ fn crash_at(failpoint: &str, storage: &str, expect_committed: bool) -> String {
         assert_eq!(retried, TransactionStatus::Aborted);
     }
     println!("fault report: kill at {failpoint} ({storage}): visible after restart = {expect_committed}, anomalies 0, lost commits 0");
-    tid
+    (tid, sidecar, dir)
 }
 
 #[test]
@@ -120,7 +125,8 @@ fn killed_between_data_and_commit_record_nothing_is_visible_and_data_is_collecte
     // Redis Cluster batches are not atomic: data and commit record are
     // written separately, so there is a step in between to crash at.
     let cluster = RedisCluster::start();
-    let tid = crash_at("commit.after_data", &cluster.url(), false);
+    // The restarted sidecar stays up: its orphan sweep collects the data.
+    let (tid, _sidecar, _dir) = crash_at("commit.after_data", &cluster.url(), false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -259,10 +259,23 @@ fn bad_values_are_refused_with_a_reason_and_nothing_is_written() {
     }
     // All or nothing: the good key of the refused requests was not buffered.
     assert_eq!(c.get(Some(&t.id), &["good"]).unwrap(), vec![None]);
-    // The transaction still works.
+    // The transaction still answers, but a refused write dooms it: committing
+    // it without that write would commit half of what the DAG wrote.
     c.put(Some(&t.id), &[("good", value("v"))]).unwrap();
     assert_eq!(
         c.commit(&t.id, &[]).unwrap().status,
+        TransactionStatus::Aborted
+    );
+    assert_eq!(
+        c.get(None, &["good"]).unwrap(),
+        vec![None],
+        "nothing visible"
+    );
+    // Other transactions are unaffected.
+    let other = c.start().unwrap();
+    c.put(Some(&other.id), &[("good", value("v"))]).unwrap();
+    assert_eq!(
+        c.commit(&other.id, &[]).unwrap().status,
         TransactionStatus::Committed
     );
 }

@@ -139,7 +139,11 @@ impl Front {
         // aborted while it could still commit).
         let slot = match self.pending.enter(&reply_to) {
             Some(slot) => Some(slot),
-            None => match refusal(&request, "too many requests pending for this client") {
+            None => match refusal(
+                &self.ctx,
+                &request,
+                "too many requests pending for this client",
+            ) {
                 Some(frame) => {
                     metrics.reject("too_many_pending");
                     self.reply_sockets.send(Reply {

@@ -246,16 +246,16 @@ impl VersionIndex {
 
     /// Drops every superseded version that no running transaction can need:
     /// those superseded at or before `min_running_start_seq` (the smallest
-    /// start sequence of any running transaction, or the current sequence
-    /// when none runs).
-    pub fn collect(&self, min_running_start_seq: u64) -> GcOutcome {
+    /// start sequence of any transaction running here, or the current
+    /// sequence when none runs) and, with `below` (a cluster), whose
+    /// superseder committed before that timestamp (the cluster-wide
+    /// watermark: no transaction anywhere can still need them).
+    pub fn collect(&self, min_running_start_seq: u64, below: Option<u64>) -> GcOutcome {
         let mut inner = self.inner.write();
         let mut outcome = GcOutcome::default();
-        while inner
-            .superseded
-            .front()
-            .is_some_and(|(seq, _, _, _)| *seq <= min_running_start_seq)
-        {
+        while inner.superseded.front().is_some_and(|(seq, _, _, ts)| {
+            *seq <= min_running_start_seq && below.is_none_or(|limit| *ts < limit)
+        }) {
             let Some((_, key, version, superseded_by)) = inner.superseded.pop_front() else {
                 break;
             };
@@ -293,15 +293,23 @@ impl VersionIndex {
         outcome
     }
 
-    /// The oldest superseder timestamp among superseded versions still held
-    /// (some running transaction may need them); `None` if none is held.
-    pub fn oldest_retained_superseder(&self) -> Option<u64> {
+    /// The oldest superseder timestamp among the versions that transactions
+    /// running here may need by this node's own rule: those superseded after
+    /// `min_running_start_seq`. `None` if there are none.
+    pub fn pinned_superseder(&self, min_running_start_seq: u64) -> Option<u64> {
         self.inner
             .read()
             .superseded
             .iter()
+            .rev()
+            .take_while(|(seq, _, _, _)| *seq > min_running_start_seq)
             .map(|(_, _, _, ts)| *ts)
             .min()
+    }
+
+    /// Number of superseded versions still held (GC backlog).
+    pub fn superseded_len(&self) -> usize {
+        self.inner.read().superseded.len()
     }
 }
 
@@ -349,14 +357,14 @@ mod tests {
         let reader_start = index.current_seq(); // a reader starts at seq 1
         index.install(&commit("b", 20, &["k"])); // seq 2: a's k superseded
         index.install(&commit("c", 30, &["k"])); // seq 3: b's k superseded
-        let out = index.collect(reader_start);
+        let out = index.collect(reader_start, None);
         assert!(
             out.dropped.is_empty(),
             "reader started before both supersedes"
         );
         assert_eq!(tids(&index, "k"), ["a", "b", "c"]);
 
-        let out = index.collect(2);
+        let out = index.collect(2, None);
         assert_eq!(
             out.dropped,
             vec![Dropped {
@@ -366,8 +374,8 @@ mod tests {
             }]
         );
         assert!(out.retired_txns.is_empty(), "a still has l");
-        assert_eq!(index.oldest_retained_superseder(), Some(30));
-        let out = index.collect(index.current_seq());
+        assert_eq!(index.pinned_superseder(2), Some(30));
+        let out = index.collect(index.current_seq(), None);
         assert_eq!(
             out.dropped,
             vec![Dropped {
@@ -376,10 +384,27 @@ mod tests {
                 superseded_by: 30
             }]
         );
-        assert_eq!(index.oldest_retained_superseder(), None);
+        assert_eq!(index.pinned_superseder(index.current_seq()), None);
         assert_eq!(out.retired_txns, vec![(Arc::<str>::from("b"), 30)]);
         assert_eq!(tids(&index, "k"), ["c"]);
         assert_eq!(tids(&index, "l"), ["a"]);
+    }
+
+    #[test]
+    fn a_cluster_watermark_holds_back_what_local_gc_would_drop() {
+        let index = VersionIndex::new();
+        index.install(&commit("a", 10, &["k"])); // seq 1
+        index.install(&commit("b", 20, &["k"])); // seq 2: a superseded by 20
+        index.install(&commit("c", 30, &["k"])); // seq 3: b superseded by 30
+        let now = index.current_seq();
+        assert!(
+            index.collect(now, Some(20)).dropped.is_empty(),
+            "20 is not below 20"
+        );
+        assert_eq!(index.collect(now, Some(25)).dropped.len(), 1);
+        assert_eq!(tids(&index, "k"), ["b", "c"]);
+        assert_eq!(index.collect(now, Some(31)).dropped.len(), 1);
+        assert_eq!(tids(&index, "k"), ["c"]);
     }
 
     #[test]
@@ -389,7 +414,7 @@ mod tests {
         first.base_keys = vec!["k".into()];
         index.install(&first);
         assert_eq!(tids(&index, "k"), ["~base", "a"]);
-        let out = index.collect(index.current_seq());
+        let out = index.collect(index.current_seq(), None);
         assert_eq!(
             out.dropped,
             vec![Dropped {

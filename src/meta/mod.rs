@@ -7,7 +7,7 @@ mod index;
 mod version;
 
 pub use cache::{ValueCache, VersionedKey};
-pub use clock::{now_micros, HybridClock};
+pub use clock::{now_micros, Clock, HybridClock, SystemClock};
 pub use index::{
     CommitMeta, CommittedTxn, Dropped, GcOutcome, IndexView, VersionEntry, VersionIndex,
 };

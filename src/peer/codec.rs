@@ -52,6 +52,8 @@ pub fn state_to_proto(tid: &str, state: &UpstreamState) -> TransactionState {
             })
             .collect(),
         upstream_nodes: state.upstream_nodes.clone(),
+        start_timestamp: state.start_ts,
+        failure: state.doomed.clone().unwrap_or_default(),
     }
 }
 
@@ -66,6 +68,8 @@ pub fn state_from_proto(state: &TransactionState) -> UpstreamState {
             .map(|b| (b.key.clone(), b.node.clone()))
             .collect(),
         upstream_nodes: state.upstream_nodes.clone(),
+        start_ts: state.start_timestamp,
+        doomed: (!state.failure.is_empty()).then(|| state.failure.clone()),
     }
 }
 
@@ -106,8 +110,12 @@ mod tests {
             lower: vec![("c".into(), Version::new(5, "t1"))],
             buffered: vec![("d".into(), "10.0.0.1".into())],
             upstream_nodes: vec!["10.0.0.1".into()],
+            start_ts: 42,
+            doomed: Some("a read failed".into()),
         };
         let back = state_from_proto(&state_to_proto("t", &state));
+        assert_eq!(back.start_ts, 42);
+        assert_eq!(back.doomed.as_deref(), Some("a read failed"));
         assert_eq!(back.reads, state.reads);
         assert_eq!(back.lower, state.lower);
         assert_eq!(back.buffered, state.buffered);

@@ -15,7 +15,8 @@ use parking_lot::Mutex;
 struct Member {
     last_seen: Option<Instant>,
     left: bool,
-    gc_watermark: u64,
+    /// The GC watermark from its latest heartbeat (`None` before the first).
+    gc_watermark: Option<u64>,
 }
 
 /// The cluster as this node sees it.
@@ -24,6 +25,7 @@ pub struct Membership {
     me: String,
     members: Mutex<HashMap<String, Member>>,
     dead_after: Duration,
+    started: Instant,
 }
 
 impl Membership {
@@ -33,6 +35,7 @@ impl Membership {
             me: me.to_string(),
             members: Mutex::new(HashMap::new()),
             dead_after,
+            started: Instant::now(),
         };
         membership.merge(seeds);
         membership
@@ -51,7 +54,7 @@ impl Membership {
                 members.entry(node.clone()).or_insert(Member {
                     last_seen: None,
                     left: false,
-                    gc_watermark: 0,
+                    gc_watermark: None,
                 });
             }
         }
@@ -67,7 +70,7 @@ impl Membership {
         let member = members.entry(node.to_string()).or_insert(Member {
             last_seen: None,
             left: false,
-            gc_watermark: 0,
+            gc_watermark: None,
         });
         let was_alive = !member.left
             && member
@@ -76,7 +79,7 @@ impl Membership {
         member.last_seen = Some(Instant::now());
         member.left = false;
         if let Some(w) = gc_watermark {
-            member.gc_watermark = w;
+            member.gc_watermark = Some(w);
         }
         !was_alive
     }
@@ -113,14 +116,31 @@ impl Membership {
             .is_some_and(|m| m.left || m.last_seen.is_some_and(|t| t.elapsed() >= self.dead_after))
     }
 
-    /// The smallest GC watermark advertised by the alive nodes (`None` if no node is alive).
-    pub fn min_alive_watermark(&self) -> Option<u64> {
-        self.members
-            .lock()
-            .values()
-            .filter(|m| !m.left && m.last_seen.is_some_and(|t| t.elapsed() < self.dead_after))
-            .map(|m| m.gc_watermark)
-            .min()
+    /// The smallest GC watermark of the other nodes, if this node knows it:
+    /// `Some(None)` when no other node is alive, `None` while some node's
+    /// watermark is unknown: an alive node that has not sent a heartbeat
+    /// yet, or a seed not heard from since this node started (for less than
+    /// `dead_after`: after that it is presumed down). A node silent for
+    /// `dead_after` or gone is left out: its running transactions may lose
+    /// versions they need and abort (never read wrong values).
+    pub fn peer_watermark(&self) -> Option<Option<u64>> {
+        let starting = self.started.elapsed() < self.dead_after;
+        let mut lowest: Option<u64> = None;
+        for member in self.members.lock().values() {
+            if member.left {
+                continue;
+            }
+            match member.last_seen {
+                Some(seen) if seen.elapsed() < self.dead_after => {
+                    let w = member.gc_watermark?;
+                    lowest = Some(lowest.map_or(w, |l| l.min(w)));
+                }
+                Some(_) => {}
+                None if starting => return None,
+                None => {}
+            }
+        }
+        Some(lowest)
     }
 }
 
@@ -137,12 +157,33 @@ mod tests {
         assert!(m.observe("b", Some(5)));
         assert!(!m.observe("b", None), "already alive");
         assert_eq!(m.alive(), vec!["b".to_string()]);
-        assert_eq!(m.min_alive_watermark(), Some(5));
+        assert_eq!(m.peer_watermark(), Some(Some(5)));
         std::thread::sleep(Duration::from_millis(40));
         assert!(m.is_down("b"));
         assert!(m.observe("b", None), "came back");
         m.mark_left("b");
         assert!(m.is_down("b"));
         assert!(m.alive().is_empty());
+    }
+
+    #[test]
+    fn the_watermark_is_unknown_until_every_peer_has_spoken_or_is_presumed_down() {
+        let m = Membership::new("a", &["b".into(), "c".into()], Duration::from_millis(40));
+        assert_eq!(m.peer_watermark(), None, "b and c not heard from yet");
+        m.observe("b", None);
+        assert_eq!(m.peer_watermark(), None, "b alive, but no heartbeat yet");
+        m.observe("b", Some(7));
+        assert_eq!(m.peer_watermark(), None, "c not heard from yet");
+        m.observe("c", Some(9));
+        assert_eq!(m.peer_watermark(), Some(Some(7)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(m.peer_watermark(), Some(None), "both silent: presumed down");
+        let late = Membership::new("a", &["never".into()], Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(
+            late.peer_watermark(),
+            Some(None),
+            "a seed that never answers is presumed down"
+        );
     }
 }

@@ -165,9 +165,8 @@ impl PeerNode {
             let margin = config.dead_after * 4;
             engine.set_global_watermark(Arc::new(move || {
                 let mine = local.local_gc_watermark(margin);
-                membership
-                    .min_alive_watermark()
-                    .map_or(mine, |theirs| theirs.min(mine))
+                let theirs = membership.peer_watermark()?;
+                Some(theirs.map_or(mine, |theirs| theirs.min(mine)))
             }));
         }
         let (feed_tx, feed_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -320,6 +320,40 @@ impl Storage for EmbeddedStorage {
         Ok(wrote.load(std::sync::atomic::Ordering::Acquire))
     }
 
+    async fn put_many_if_absent(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+    ) -> Result<bool, StorageError> {
+        let mut bytes = 0;
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+            bytes += value.len();
+        }
+        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
+            return Err(StorageError::backend(
+                "put_many_if_absent",
+                "the guard key is not among the entries",
+            ));
+        }
+        let (guard, entries) = (guard.to_vec(), entries.to_vec());
+        let wrote = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&wrote);
+        // One write transaction: the guard check and every insert are atomic.
+        self.write("put_many_if_absent", bytes, move |t| {
+            let absent = t.get(guard.as_slice())?.is_none();
+            if absent {
+                for (k, v) in &entries {
+                    t.insert(k.as_slice(), v.as_slice())?;
+                }
+            }
+            flag.store(absent, std::sync::atomic::Ordering::Release);
+            Ok(())
+        })
+        .await?;
+        Ok(wrote.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.read("ping", |_| Ok(())).await
     }

@@ -121,6 +121,30 @@ impl Storage for MemoryStorage {
         Ok(true)
     }
 
+    async fn put_many_if_absent(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+    ) -> Result<bool, StorageError> {
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+        }
+        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
+            return Err(StorageError::backend(
+                "put_many_if_absent",
+                "the guard key is not among the entries",
+            ));
+        }
+        let mut map = self.map.lock();
+        if map.contains_key(guard) {
+            return Ok(false);
+        }
+        for (k, v) in entries {
+            map.insert(k.clone(), v.clone());
+        }
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
     }

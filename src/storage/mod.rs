@@ -97,6 +97,35 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// except Anna (which has no conditional write; see `anna.rs`).
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError>;
 
+    /// Writes every entry of `entries` only if `guard` does not exist yet;
+    /// returns whether it wrote. The guard key must be one of the entries
+    /// (it is how a commit record and the data it names land together).
+    ///
+    /// Where [`Storage::atomic_batches`] holds, the check and the writes are
+    /// one atomic step: either the guard existed and nothing was written, or
+    /// everything was. Elsewhere (the default) the other entries are written
+    /// first and the guard last with [`Storage::put_if_absent`], so `false`
+    /// may leave the other entries written (the caller cleans them up).
+    async fn put_many_if_absent(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+    ) -> Result<bool, StorageError> {
+        let Some((_, guard_value)) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
+            return Err(StorageError::backend(
+                "put_many_if_absent",
+                "the guard key is not among the entries",
+            ));
+        };
+        let others: Vec<Entry> = entries
+            .iter()
+            .filter(|(k, _)| k.as_slice() != guard)
+            .cloned()
+            .collect();
+        self.put_many(&others).await?;
+        self.put_if_absent(guard, guard_value).await
+    }
+
     /// Checks that the backend answers (used at start-up and by health checks).
     async fn ping(&self) -> Result<(), StorageError>;
 

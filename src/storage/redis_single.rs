@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::redis_common::{scan_pattern, with_timeout, KeyOps, CHUNK, MERGE_LWW_SCRIPT};
+use super::redis_common::{
+    scan_pattern, with_timeout, KeyOps, CHUNK, MERGE_LWW_SCRIPT, PUT_MANY_IF_ABSENT_SCRIPT,
+};
 use super::url::redact;
 use super::{Entry, Storage, StorageError, StorageOptions};
 
@@ -230,6 +232,38 @@ impl Storage for RedisStorage {
 
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
         self.ops().put_if_absent(key, value).await
+    }
+
+    /// One `EVAL`: the guard check and every write are one atomic step.
+    async fn put_many_if_absent(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+    ) -> Result<bool, StorageError> {
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+        }
+        // The guard goes first so the script finds it at KEYS[1].
+        let Some(guard_entry) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
+            return Err(StorageError::backend(
+                "put_many_if_absent",
+                "the guard key is not among the entries",
+            ));
+        };
+        let ordered = std::iter::once(guard_entry)
+            .chain(entries.iter().filter(|(k, _)| k.as_slice() != guard));
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(PUT_MANY_IF_ABSENT_SCRIPT).arg(entries.len());
+        let (keys, values): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = ordered.map(|(k, v)| (k, v)).unzip();
+        eval.arg(keys).arg(values);
+        let mut conn = self.conn.clone();
+        let wrote: i64 = with_timeout(
+            "put_many_if_absent",
+            self.options.call_timeout,
+            eval.query_async(&mut conn),
+        )
+        .await?;
+        Ok(wrote == 1)
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

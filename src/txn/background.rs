@@ -1,4 +1,5 @@
-//! The engine's background tasks: GC with the lease reaper, and the orphan sweep.
+//! The engine's background tasks: GC with the lease reaper, the orphan
+//! sweep, and the publication sweep.
 
 use std::sync::Arc;
 
@@ -21,8 +22,9 @@ impl Drop for BackgroundTasks {
 }
 
 impl Engine {
-    /// Starts GC + lease reaping (every `gc_interval`) and the orphan sweep
-    /// (every `orphan_sweep_interval`, first right away). They hold only a
+    /// Starts GC + lease reaping (every `gc_interval`), the orphan sweep
+    /// (every `orphan_sweep_interval`) and the publication sweep (every
+    /// `publish_sweep_interval`), each first right away. They hold only a
     /// weak reference, so they also stop when the engine is dropped.
     pub fn spawn_background(self: &Arc<Self>) -> BackgroundTasks {
         let gc = {
@@ -61,8 +63,22 @@ impl Engine {
                 }
             })
         };
+        let publications = {
+            let engine = Arc::downgrade(self);
+            let every = self.config.publish_sweep_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    engine.sweep_publications().await;
+                }
+            })
+        };
         BackgroundTasks {
-            handles: vec![gc, sweep],
+            handles: vec![gc, sweep, publications],
         }
     }
 }

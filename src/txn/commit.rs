@@ -1,50 +1,50 @@
-//! The commit protocol.
+//! The commit protocol, coordinator side, in named steps:
 //!
-//! 1. Phase one: every upstream node that buffers writes of the transaction
-//!    persists them (`Remote::prepare`); this node writes its own buffered
-//!    values, each at its version key `aft/d/<tid>/<key>`, in one batch,
-//!    plus the base values of keys written for the first time.
-//! 2. The commit record `aft/c/<tid>` is written: the commit point. Where
-//!    the backend's batches are atomic, data and record go in one batch.
-//! 3. The version index installs the commit, the client is answered, the
-//!    upstream nodes learn the outcome, and the new values are published to
-//!    their plain keys in the background.
+//! 1. **Prepare participants**: every other node of the DAG that buffers
+//!    writes persists them at their version keys and votes.
+//! 2. **Write data**: this node's buffered values, the base values of keys
+//!    written for the first time, and a publication intent.
+//! 3. **Write the record** (`aft/c/<tid>`), only if the decision key is
+//!    free: the commit point. Where the backend's batches are atomic, steps
+//!    2 and 3 are one guarded batch that also carries the key markers;
+//!    elsewhere the markers follow the record. Either way the markers are in
+//!    storage before the commit is acknowledged.
+//! 4. **Install and announce**: the index installs the commit, participants
+//!    learn the decision, gossip carries it; the whole write set is then
+//!    published to its plain keys in the background (`publish.rs`).
 //!
-//! Any failure before the commit point aborts: upstream nodes are told,
-//! written data is deleted (or collected later as an orphan). If the commit
-//! record write itself fails, its outcome is settled by reading it back; a
-//! transaction reported aborted has its record deleted (fenced) so it can
-//! never surface later.
+//! A failure before the commit point aborts everywhere, with one place that
+//! does it ([`Engine::abort_commit`]). A record write whose outcome is
+//! unknown is settled by claiming the decision key with an abort marker: if
+//! the record is found instead, the commit stands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
+use tokio::time::Instant;
 use tracing::{info_span, warn, Instrument};
 
 use super::engine::Engine;
-use super::keys::{commit_record_key, data_key, data_key_for_tid, key_marker};
+use super::keys::{
+    commit_record_key, data_key, data_key_for_tid, encode_base, intent_key, key_marker,
+};
 use super::outcome::Outcome;
-use super::recovery::Decision;
+use super::publish::Publication;
+use super::record::{encode_commit, encode_intent, Decision};
 use super::transaction::Phase;
 use super::TxnError;
 use crate::meta::{CommitMeta, Version, VersionedKey};
-use crate::metrics::Metrics;
-use crate::proto::anna::LwwValue;
-use crate::proto::records::CommitRecord;
-use crate::storage::Storage;
-
-/// Current format of commit records.
-pub const COMMIT_RECORD_FORMAT: u32 = 1;
 
 /// What the commit of one transaction has to write.
 struct CommitPlan {
+    /// This node's buffered writes.
     local: BTreeMap<String, Bytes>,
-    /// Other nodes holding buffered writes -> keys they must not persist
-    /// (the DAG's latest write of those keys is elsewhere).
-    remote: BTreeMap<String, Vec<String>>,
+    /// Every other node of the DAG (the participants) -> keys it must not
+    /// persist (the DAG's latest write of those keys is elsewhere).
+    participants: BTreeMap<String, Vec<String>>,
 }
 
 impl CommitPlan {
@@ -52,14 +52,14 @@ impl CommitPlan {
     /// the node holding its latest write; `nodes` are all other nodes of the DAG.
     fn new(
         local: BTreeMap<String, Bytes>,
-        upstream_writes: &std::collections::HashMap<String, String>,
+        upstream_writes: &HashMap<String, String>,
         nodes: impl IntoIterator<Item = String>,
     ) -> Self {
-        let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for node in nodes.into_iter().chain(upstream_writes.values().cloned()) {
-            remote.entry(node).or_default();
+            participants.entry(node).or_default();
         }
-        for (node, exclude) in remote.iter_mut() {
+        for (node, exclude) in participants.iter_mut() {
             exclude.extend(local.keys().cloned());
             exclude.extend(
                 upstream_writes
@@ -70,8 +70,57 @@ impl CommitPlan {
             exclude.sort();
             exclude.dedup();
         }
-        CommitPlan { local, remote }
+        CommitPlan {
+            local,
+            participants,
+        }
     }
+}
+
+/// Why a commit aborted before its commit point.
+#[derive(Debug)]
+enum AbortReason {
+    /// A read or write of the transaction could not be answered truthfully.
+    Doomed(String),
+    /// A participant voted no or could not be reached.
+    Participant(TxnError),
+    /// Writing data or the record failed.
+    Storage(TxnError),
+    /// The decision key was taken first: a participant (or a sweep) gave up
+    /// waiting and fenced the transaction with an abort marker.
+    Fenced,
+    /// The commit took so long that participants may give up on it; writing
+    /// its record now could race their abort markers.
+    TooSlow(Duration),
+}
+
+impl fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AbortReason::Doomed(reason) => write!(f, "{reason}"),
+            AbortReason::Participant(e) | AbortReason::Storage(e) => write!(f, "{e}"),
+            AbortReason::Fenced => {
+                write!(f, "a participant gave up waiting and aborted the commit")
+            }
+            AbortReason::TooSlow(took) => write!(
+                f,
+                "the commit took {took:?} before its commit point; aborted rather than race participants"
+            ),
+        }
+    }
+}
+
+/// A commit that reached its commit point: what steps 3 and 4 need.
+struct Durable {
+    meta: CommitMeta,
+    /// Whether the key markers are already in storage.
+    markers_written: bool,
+}
+
+/// A step that failed: why, and which keys of this node it may have written.
+struct Failed {
+    reason: AbortReason,
+    written: Vec<String>,
 }
 
 impl Engine {
@@ -81,7 +130,7 @@ impl Engine {
     /// here is committed iff its commit record exists in storage. `Ok` with
     /// `Outcome::Aborted` means nothing of the transaction is or will become
     /// visible; `Outcome::Committed` is returned only once the commit record
-    /// is durable.
+    /// and the key markers are durable.
     pub async fn commit(&self, tid: &str) -> Result<Outcome, TxnError> {
         self.commit_with(tid, &[]).await
     }
@@ -95,57 +144,90 @@ impl Engine {
         }
         let slot = self.txns.lock().get(tid).cloned();
         let Some(slot) = slot else {
-            return Ok(match self.read_decision(tid).await {
-                Ok(Decision::Committed(timestamp)) => Outcome::Committed { timestamp },
-                Ok(_) => Outcome::Aborted {
-                    reason: "unknown transaction".into(),
-                },
-                Err(e) => Outcome::Aborted {
-                    reason: format!("unknown transaction ({e})"),
-                },
-            });
+            return Ok(self.settle_unknown(tid, nodes).await);
         };
-        let plan = {
+        enum Next {
+            Wait,
+            Abort(String, CommitPlan),
+            Commit(CommitPlan),
+        }
+        let next = {
             let mut txn = slot.lock();
-            match &txn.phase {
-                Phase::Committing | Phase::Prepared { .. } => None,
-                Phase::Failed(reason) => {
+            let me = &self.config.node_address;
+            let others: Vec<String> = txn
+                .upstream
+                .iter()
+                .chain(nodes)
+                .filter(|n| *n != me && !n.is_empty())
+                .cloned()
+                .collect();
+            match (&txn.phase, txn.doomed.as_ref()) {
+                (Phase::Committing | Phase::Prepared { .. }, _) => Next::Wait,
+                (Phase::Failed(reason), _) | (Phase::Running, Some(reason)) => {
                     let reason = reason.clone();
-                    drop(txn);
-                    return Ok(self.finish(tid, Outcome::Aborted { reason }));
+                    txn.phase = Phase::Committing;
+                    let plan = CommitPlan::new(BTreeMap::new(), &txn.upstream_writes, others);
+                    Next::Abort(reason, plan)
                 }
-                Phase::Running => {
+                (Phase::Running, None) => {
                     txn.phase = Phase::Committing;
                     let local = std::mem::take(&mut txn.writes);
-                    let me = &self.config.node_address;
-                    let others = txn
-                        .upstream
-                        .iter()
-                        .chain(nodes)
-                        .filter(|n| *n != me && !n.is_empty())
-                        .cloned()
-                        .collect::<Vec<_>>();
-                    Some(CommitPlan::new(local, &txn.upstream_writes, others))
+                    Next::Commit(CommitPlan::new(local, &txn.upstream_writes, others))
                 }
             }
         };
-        let Some(plan) = plan else {
-            return Ok(self.await_outcome(tid).await);
+        let outcome = match next {
+            Next::Wait => return Ok(self.await_outcome(tid).await),
+            Next::Abort(reason, plan) => {
+                self.abort_commit(tid, &plan, &[], AbortReason::Doomed(reason))
+                    .await
+            }
+            Next::Commit(plan) => {
+                let started = Instant::now();
+                let outcome = self
+                    .run_commit(tid, plan)
+                    .instrument(info_span!("commit", tid = %tid))
+                    .await;
+                self.metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                outcome
+            }
         };
-        let started = Instant::now();
-        let outcome = self
-            .run_commit(tid, plan)
-            .instrument(info_span!("commit", tid = %tid))
-            .await;
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
         Ok(self.finish(tid, outcome))
+    }
+
+    /// Answers a commit of a transaction this node does not run: committed
+    /// iff its record exists. Otherwise the decision key is claimed with an
+    /// abort marker, so it can never commit later, and the other `nodes` of
+    /// its DAG are told to drop what they buffered.
+    async fn settle_unknown(&self, tid: &str, nodes: &[String]) -> Outcome {
+        let decision = match self.read_decision(tid).await {
+            Ok(Decision::Undecided) => self.claim_abort(tid).await,
+            other => other,
+        };
+        match decision {
+            Ok(Decision::Committed(meta)) => Outcome::Committed {
+                timestamp: meta.timestamp,
+            },
+            Ok(_) => {
+                let me = &self.config.node_address;
+                let others = nodes.iter().filter(|n| *n != me && !n.is_empty()).cloned();
+                let plan = CommitPlan::new(BTreeMap::new(), &HashMap::new(), others);
+                self.decide_participants(tid, &plan, None).await;
+                Outcome::Aborted {
+                    reason: "unknown transaction".into(),
+                }
+            }
+            Err(e) => Outcome::Aborted {
+                reason: format!("unknown transaction ({e})"),
+            },
+        }
     }
 
     /// Waits for a concurrent commit of `tid` to finish.
     async fn await_outcome(&self, tid: &str) -> Outcome {
-        let deadline = Instant::now() + self.storage_deadline() * 4;
+        let deadline = Instant::now() + self.config.decision_timeout + self.config.storage_timeout;
         loop {
             if let Some(outcome) = self.outcomes.lock().get(tid) {
                 return outcome;
@@ -159,38 +241,119 @@ impl Engine {
         }
     }
 
-    fn storage_deadline(&self) -> Duration {
-        Duration::from_secs(5)
-    }
-
+    /// Runs the steps; answers how the commit ended.
     async fn run_commit(&self, tid: &str, plan: CommitPlan) -> Outcome {
+        let started = Instant::now();
         let timestamp = self.clock.next();
-        let mut write_set: Vec<String> = plan.local.keys().cloned().collect();
-        match self.prepare_upstream(tid, timestamp, &plan).await {
-            Ok(remote_keys) => write_set.extend(remote_keys),
-            Err(e) => {
-                let mut known = write_set.clone();
-                known.extend(plan.remote.values().flatten().cloned());
-                return self.abort_commit(tid, &plan, &known, e.to_string()).await;
+        match self
+            .reach_commit_point(tid, timestamp, &plan, started)
+            .await
+        {
+            Ok(Some(durable)) => self.install_and_announce(tid, &plan, durable).await,
+            Ok(None) => {
+                // Nothing written anywhere: commits trivially, no record needed.
+                let meta = CommitMeta {
+                    tid: Arc::from(tid),
+                    timestamp,
+                    write_set: Vec::new().into(),
+                    base_keys: Vec::new(),
+                };
+                self.decide_participants(tid, &plan, Some(&meta)).await;
+                Outcome::Committed { timestamp }
+            }
+            Err(failed) => {
+                self.abort_commit(tid, &plan, &failed.written, failed.reason)
+                    .await
             }
         }
+    }
+
+    /// Steps 1 to 3. `Ok(None)`: the transaction wrote nothing.
+    async fn reach_commit_point(
+        &self,
+        tid: &str,
+        timestamp: u64,
+        plan: &CommitPlan,
+        started: Instant,
+    ) -> Result<Option<Durable>, Failed> {
+        let mut write_set: Vec<String> = plan.local.keys().cloned().collect();
+        let mine = write_set.clone();
+        // Before step 3 nothing of this node is written yet.
+        let failed = |reason| Failed {
+            reason,
+            written: Vec::new(),
+        };
+        // Step 1.
+        let remote_keys = self
+            .prepare_participants(tid, timestamp, plan)
+            .await
+            .map_err(|e| failed(AbortReason::Participant(e)))?;
         crate::failpoint::hit("commit.after_prepare");
+        write_set.extend(remote_keys);
         write_set.sort();
         write_set.dedup();
         if write_set.is_empty() {
-            // Nothing written anywhere: commits trivially, no record needed.
-            let meta = CommitMeta {
-                tid: Arc::from(tid),
-                timestamp,
-                write_set: Vec::new().into(),
-                base_keys: Vec::new(),
-            };
-            self.decide_upstream(tid, &plan, Some(&meta)).await;
-            return Outcome::Committed { timestamp };
+            return Ok(None);
         }
+        // Step 2: the entries to write.
+        let base_keys = self
+            .first_writes(tid, &write_set)
+            .await
+            .map_err(|e| failed(AbortReason::Storage(e)))?;
+        let meta = CommitMeta {
+            tid: Arc::from(tid),
+            timestamp,
+            write_set: write_set.into(),
+            base_keys,
+        };
+        let mut entries = self
+            .base_entries(&meta)
+            .await
+            .map_err(|e| failed(AbortReason::Storage(e)))?;
+        for (key, value) in &plan.local {
+            entries.push((data_key_for_tid(tid, key), value.to_vec()));
+        }
+        entries.push((
+            intent_key(tid),
+            encode_intent(&self.config.node_address, self.clock.wall_micros()),
+        ));
+        // Step 3: the commit point, unless the commit has run so long that a
+        // participant or a sweep may fence it any moment.
+        if started.elapsed() > self.record_deadline(!plan.participants.is_empty()) {
+            return Err(failed(AbortReason::TooSlow(started.elapsed())));
+        }
+        crate::failpoint::hit("commit.before_data");
+        let markers_written = self.write_record(tid, &meta, entries, mine).await?;
+        crate::failpoint::hit("commit.after_record");
+        Ok(Some(Durable {
+            meta,
+            markers_written,
+        }))
+    }
 
-        // Keys with no committed version yet: save their plain value as the base.
-        let base_keys: Vec<String> = {
+    /// How long after its start a commit may still write its record.
+    /// Participants claim the decision with an abort marker `decision_timeout`
+    /// after they prepared (after this commit started), and the record write
+    /// itself may take up to `storage_timeout` to land: stopping at
+    /// `decision_timeout - storage_timeout` keeps the two apart (at half the
+    /// decision timeout at least, for configurations where the storage
+    /// timeout is the longer). Without participants only the publication
+    /// sweep can fence, after `decision_timeout + storage_timeout` of wall time.
+    fn record_deadline(&self, has_participants: bool) -> Duration {
+        let decision = self.config.decision_timeout;
+        if has_participants {
+            decision
+                .saturating_sub(self.config.storage_timeout)
+                .max(decision / 2)
+        } else {
+            decision
+        }
+    }
+
+    /// Keys of the write set with no committed version known anywhere (no
+    /// key marker): their plain values become their base versions.
+    async fn first_writes(&self, tid: &str, write_set: &[String]) -> Result<Vec<String>, TxnError> {
+        let unknown: Vec<String> = {
             let view = self.index.view();
             write_set
                 .iter()
@@ -198,97 +361,134 @@ impl Engine {
                 .cloned()
                 .collect()
         };
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut base_keys = base_keys;
-        if !base_keys.is_empty() {
-            // A key is written for the first time only if no commit anywhere
-            // wrote it (no marker): then its plain value becomes the base.
-            match self.read_plain_with_markers(&base_keys).await {
-                Ok((plain, markers)) => {
-                    let mut first_writes = Vec::new();
-                    for ((key, value), marker) in base_keys.iter().zip(plain).zip(markers) {
-                        if marker.is_some() {
-                            continue;
-                        }
-                        if let Some(value) = value {
-                            entries.push((data_key(&Version::base(), key), value.to_vec()));
-                        }
-                        first_writes.push(key.clone());
-                    }
-                    base_keys = first_writes;
-                }
-                Err(e) => {
-                    let reason = TxnError::storage(tid, e).to_string();
-                    return self.abort_commit(tid, &plan, &write_set, reason).await;
-                }
-            }
+        if unknown.is_empty() {
+            return Ok(Vec::new());
         }
-        for (key, value) in &plan.local {
-            entries.push((data_key_for_tid(tid, key), value.to_vec()));
-        }
-        let record = CommitRecord {
-            format_version: COMMIT_RECORD_FORMAT,
-            tid: tid.to_string(),
-            timestamp,
-            write_set: write_set.clone(),
-            coordinator: self.config.node_address.clone(),
-            base_keys: base_keys.clone(),
-            aborted: false,
-        }
-        .encode_to_vec();
-        let record_key = commit_record_key(tid);
-        crate::failpoint::hit("commit.before_data");
+        let (_, markers) = self
+            .read_plain_with_markers(&unknown)
+            .await
+            .map_err(|e| TxnError::storage(tid, e))?;
+        Ok(unknown
+            .into_iter()
+            .zip(markers)
+            .filter(|(_, marker)| marker.is_none())
+            .map(|(key, _)| key)
+            .collect())
+    }
 
-        let record_write = if !plan.remote.is_empty() {
-            // Participants may claim the decision key with an abort marker
-            // if we are too slow: write the record only if the key is free.
-            if let Err(e) = self.storage.put_many(&entries).await {
-                let reason = TxnError::storage(tid, e).to_string();
-                return self.abort_commit(tid, &plan, &write_set, reason).await;
-            }
-            crate::failpoint::hit("commit.after_data");
-            match self.storage.put_if_absent(&record_key, &record).await {
-                Ok(true) => Ok(()),
-                Ok(false) => match self.read_decision(tid).await {
-                    Ok(Decision::Committed(_)) => Ok(()),
-                    _ => {
-                        let reason =
-                            "a participant gave up waiting and aborted the commit".to_string();
-                        return self.abort_commit(tid, &plan, &write_set, reason).await;
-                    }
-                },
+    /// The saved base values of `meta`'s first writes (present or absent).
+    async fn base_entries(&self, meta: &CommitMeta) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError> {
+        if meta.base_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plain: Vec<Vec<u8>> = meta
+            .base_keys
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let values = self
+            .storage
+            .get_many(&plain)
+            .await
+            .map_err(|e| TxnError::storage(&meta.tid, e))?;
+        Ok(meta
+            .base_keys
+            .iter()
+            .zip(values)
+            .map(|(key, value)| {
+                (
+                    data_key(&Version::base(), key),
+                    encode_base(value.as_deref()),
+                )
+            })
+            .collect())
+    }
+
+    /// Writes `entries` and the commit record, the record only if the
+    /// decision key is free. Returns whether the key markers went with it.
+    async fn write_record(
+        &self,
+        tid: &str,
+        meta: &CommitMeta,
+        mut entries: Vec<(Vec<u8>, Vec<u8>)>,
+        written: Vec<String>,
+    ) -> Result<bool, Failed> {
+        let record_key = commit_record_key(tid);
+        let atomic = self.storage.atomic_batches();
+        let markers = marker_entries(meta);
+        if atomic {
+            entries.extend(markers.iter().cloned());
+        }
+        let record = encode_commit(meta, &self.config.node_address);
+        let wrote = if atomic {
+            entries.push((record_key.clone(), record));
+            self.storage.put_many_if_absent(&record_key, &entries).await
+        } else {
+            // Data first, the record last: a crash in between leaves data
+            // without a record, which is never visible (and is swept).
+            match self.storage.put_many(&entries).await {
+                Ok(()) => {
+                    crate::failpoint::hit("commit.after_data");
+                    self.storage.put_if_absent(&record_key, &record).await
+                }
                 Err(e) => Err(e),
             }
-        } else if self.storage.atomic_batches() {
-            entries.push((record_key, record));
-            self.storage.put_many(&entries).await
-        } else {
-            if let Err(e) = self.storage.put_many(&entries).await {
-                let reason = TxnError::storage(tid, e).to_string();
-                return self.abort_commit(tid, &plan, &write_set, reason).await;
-            }
-            crate::failpoint::hit("commit.after_data");
-            self.storage.put(&record_key, &record).await
         };
-        if let Err(e) = record_write {
-            // The record may or may not have landed: read it back.
-            match self.read_decision(tid).await {
-                Ok(Decision::Committed(_)) => {}
-                _ => {
-                    let reason = TxnError::storage(tid, e).to_string();
-                    return self.abort_commit(tid, &plan, &write_set, reason).await;
+        let wrote = match wrote {
+            Ok(wrote) => Ok(wrote),
+            Err(e) => {
+                // The record may or may not have landed: settle it.
+                warn!(tid = %tid, error = %e, "commit record write failed; settling its outcome");
+                match self.claim_abort(tid).await {
+                    Ok(Decision::Committed(_)) => Ok(true),
+                    Ok(_) => Err(Failed {
+                        reason: AbortReason::Storage(TxnError::storage(tid, e)),
+                        written: written.clone(),
+                    }),
+                    Err(settle) => {
+                        // Unknown: answer aborted and fence by deleting the
+                        // record should it land (retried by every GC pass).
+                        warn!(tid = %tid, error = %settle, "cannot settle the commit record; deleting it");
+                        self.pending_deletes.lock().push(record_key.clone());
+                        Err(Failed {
+                            reason: AbortReason::Storage(TxnError::storage(tid, e)),
+                            written: written.clone(),
+                        })
+                    }
                 }
             }
+        }?;
+        if !wrote {
+            return Err(Failed {
+                reason: AbortReason::Fenced,
+                written,
+            });
         }
+        if atomic {
+            return Ok(true);
+        }
+        match self.storage.put_many(&markers).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // Committed all the same; publication writes them again.
+                warn!(tid = %tid, error = %e, "key markers not written before the acknowledgement");
+                Ok(false)
+            }
+        }
+    }
 
-        crate::failpoint::hit("commit.after_record");
-        // Committed. Install, answer, tell participants, publish.
-        let meta = CommitMeta {
-            tid: Arc::from(tid),
-            timestamp,
-            write_set: write_set.clone().into(),
-            base_keys,
-        };
+    /// Step 4: installs the commit, tells participants, announces it, and
+    /// publishes the write set to its plain keys in the background.
+    async fn install_and_announce(
+        &self,
+        tid: &str,
+        plan: &CommitPlan,
+        durable: Durable,
+    ) -> Outcome {
+        let Durable {
+            meta,
+            markers_written,
+        } = durable;
         self.index.install(&meta);
         let version = meta.version();
         for (key, value) in &plan.local {
@@ -300,41 +500,44 @@ impl Engine {
                 Some(value.clone()),
             );
         }
-        let outcome = Outcome::Committed { timestamp };
-        self.decide_upstream(tid, &plan, Some(&meta)).await;
+        self.decide_participants(tid, plan, Some(&meta)).await;
         if let Some(feed) = self.commit_feed.get() {
             let _ = feed.send(meta.clone());
         }
-        spawn_publish(
-            Arc::clone(&self.storage),
-            self.metrics.clone(),
-            tid,
-            timestamp,
-            write_set.clone(),
-            plan.local.clone(),
-        );
-        outcome
+        self.spawn_publication(Publication {
+            meta: meta.clone(),
+            known: plan.local.clone(),
+            markers_written,
+        });
+        Outcome::Committed {
+            timestamp: meta.timestamp,
+        }
     }
 
-    /// Phase one on every upstream node, concurrently.
-    async fn prepare_upstream(
+    /// Phase one on every participant, concurrently. Returns the keys they persisted.
+    async fn prepare_participants(
         &self,
         tid: &str,
         timestamp: u64,
         plan: &CommitPlan,
     ) -> Result<Vec<String>, TxnError> {
-        if plan.remote.is_empty() {
+        if plan.participants.is_empty() {
             return Ok(Vec::new());
         }
         let Some(remote) = self.remote.get() else {
             return Err(TxnError::Peer {
                 tid: tid.to_string(),
-                peer: plan.remote.keys().cloned().collect::<Vec<_>>().join(","),
+                peer: plan
+                    .participants
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
                 reason: "no peer layer configured".into(),
             });
         };
         let mut tasks = tokio::task::JoinSet::new();
-        for (node, exclude) in &plan.remote {
+        for (node, exclude) in &plan.participants {
             let (remote, node, exclude, tid) = (
                 Arc::clone(remote),
                 node.clone(),
@@ -360,15 +563,15 @@ impl Engine {
         Ok(written)
     }
 
-    /// Tells every upstream node the outcome (best effort: a participant
-    /// that misses it learns a commit from gossip and the commit record, and
-    /// an abort from its lease and the orphan sweep).
-    async fn decide_upstream(&self, tid: &str, plan: &CommitPlan, commit: Option<&CommitMeta>) {
+    /// Tells every participant the outcome (best effort: a participant that
+    /// misses it learns a commit from gossip and the commit record, and an
+    /// abort from its decision timeout and its lease).
+    async fn decide_participants(&self, tid: &str, plan: &CommitPlan, commit: Option<&CommitMeta>) {
         let Some(remote) = self.remote.get() else {
             return;
         };
         let mut tasks = tokio::task::JoinSet::new();
-        for node in plan.remote.keys() {
+        for node in plan.participants.keys() {
             let (remote, node, tid, commit) = (
                 Arc::clone(remote),
                 node.clone(),
@@ -384,68 +587,37 @@ impl Engine {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Aborts a commit that failed before its commit point: fences the commit
-    /// record, deletes the data written, tells upstream nodes.
+    /// The one place a commit aborts before its commit point: tells every
+    /// participant, deletes this node's data and intent (or leaves them to
+    /// the orphan sweep if that fails).
     async fn abort_commit(
         &self,
         tid: &str,
         plan: &CommitPlan,
-        write_set: &[String],
-        reason: String,
+        written: &[String],
+        reason: AbortReason,
     ) -> Outcome {
-        warn!(tid = %tid, %reason, "commit failed before its commit point; aborting");
-        let outcome = Outcome::Aborted { reason };
-        self.decide_upstream(tid, plan, None).await;
-        let mut garbage: Vec<Vec<u8>> = vec![commit_record_key(tid)];
-        garbage.extend(write_set.iter().map(|k| data_key_for_tid(tid, k)));
-        if let Err(e) = self.storage.delete_many(&garbage).await {
-            warn!(tid = %tid, error = %e, "cleanup of aborted commit failed; retrying in GC");
-            self.pending_deletes.lock().extend(garbage);
+        warn!(tid = %tid, %reason, "commit aborted before its commit point");
+        self.decide_participants(tid, plan, None).await;
+        if !written.is_empty() {
+            let mut garbage: Vec<Vec<u8>> =
+                written.iter().map(|k| data_key_for_tid(tid, k)).collect();
+            garbage.push(intent_key(tid));
+            if let Err(e) = self.storage.delete_many(&garbage).await {
+                warn!(tid = %tid, error = %e, "cleanup of an aborted commit failed; retrying in GC");
+                self.pending_deletes.lock().extend(garbage);
+            }
         }
-        outcome
+        Outcome::Aborted {
+            reason: reason.to_string(),
+        }
     }
 }
 
-/// After a commit: writes the key markers (`aft/k/{key}`, "this key has
-/// committed versions"), then publishes the committed values to their plain
-/// keys (LWW with the commit timestamp) so readers outside the sidecar see
-/// them. Markers always land before publications, so a reader that finds a
-/// published value and then looks for the marker finds it. Never a source
-/// of truth for transactions; failures are counted and logged.
-fn spawn_publish(
-    storage: Arc<dyn Storage>,
-    metrics: Metrics,
-    tid: &str,
-    timestamp: u64,
-    write_set: Vec<String>,
-    values: BTreeMap<String, Bytes>,
-) {
-    let tid = tid.to_string();
-    tokio::spawn(async move {
-        let markers: Vec<(Vec<u8>, Vec<u8>)> = write_set
-            .iter()
-            .map(|key| (key_marker(key), tid.as_bytes().to_vec()))
-            .collect();
-        if let Err(e) = storage.put_many(&markers).await {
-            metrics.publish_failures.inc();
-            warn!(tid = %tid, error = %e, "writing key markers failed; not publishing plain values");
-            return;
-        }
-        let published: Vec<(Vec<u8>, u64, Vec<u8>)> = values
-            .iter()
-            .filter_map(|(key, payload)| {
-                let lww = LwwValue::decode(payload.as_ref()).ok()?;
-                let value = LwwValue {
-                    timestamp,
-                    value: lww.value,
-                }
-                .encode_to_vec();
-                Some((key.as_bytes().to_vec(), timestamp, value))
-            })
-            .collect();
-        if let Err(e) = storage.merge_lww_many(&published).await {
-            metrics.publish_failures.inc();
-            warn!(tid = %tid, error = %e, "publishing committed values to their plain keys failed");
-        }
-    });
+/// `aft/k/<key>` = tid for every key of the write set.
+pub(crate) fn marker_entries(meta: &CommitMeta) -> Vec<(Vec<u8>, Vec<u8>)> {
+    meta.write_set
+        .iter()
+        .map(|key| (key_marker(key), meta.tid.as_bytes().to_vec()))
+        .collect()
 }

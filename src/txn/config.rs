@@ -1,8 +1,10 @@
 //! Engine configuration.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::storage::DEFAULT_MAX_VALUE_BYTES;
+use crate::meta::{Clock, SystemClock};
+use crate::storage::{DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_VALUE_BYTES};
 
 /// Limits and intervals of the transaction engine.
 #[derive(Debug, Clone)]
@@ -32,8 +34,22 @@ pub struct EngineConfig {
     pub outcome_retention: usize,
     /// A participant prepared this long without hearing the coordinator's
     /// decision settles it from storage (committed if the commit record
-    /// exists, otherwise it claims the decision with an abort marker).
+    /// exists, otherwise it claims the decision with an abort marker). A
+    /// coordinator writes its commit record only while its commit is younger
+    /// than this minus `storage_timeout`, so the two never race.
     pub decision_timeout: Duration,
+    /// Timeout of one storage call (bounds waits the engine makes on storage).
+    pub storage_timeout: Duration,
+    /// How often storage is swept for publication intents older than this
+    /// interval (committed values a dead coordinator did not publish).
+    pub publish_sweep_interval: Duration,
+    /// Whether this node is one of several (peers configured). A clustered
+    /// node drops superseded versions only below the cluster-wide watermark,
+    /// and never before it knows that watermark (e.g. right after a restart).
+    pub clustered: bool,
+    /// The engine's wall clock and source of random ids (a simulation
+    /// injects its own).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +66,10 @@ impl Default for EngineConfig {
             orphan_grace: Duration::from_secs(120),
             outcome_retention: 100_000,
             decision_timeout: Duration::from_secs(10),
+            storage_timeout: DEFAULT_CALL_TIMEOUT,
+            publish_sweep_interval: Duration::from_secs(5),
+            clustered: false,
+            clock: Arc::new(SystemClock),
         }
     }
 }

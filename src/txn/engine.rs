@@ -19,16 +19,19 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use super::keys::{commit_record_key, data_key, key_marker};
 use super::outcome::{Outcome, OutcomeLog};
-use super::read_rule::{record_read, select_version, Selection};
-use super::recovery::{decode_decision, Decision};
 use super::remote::Remote;
 use super::transaction::{Phase, Transaction};
 use super::{EngineConfig, TxnError};
-use crate::meta::{HybridClock, ValueCache, Version, VersionIndex, VersionedKey};
-use crate::metrics::{Metrics, ReadSource};
+use crate::meta::{HybridClock, ValueCache, VersionIndex};
+use crate::metrics::Metrics;
 use crate::storage::Storage;
+
+/// The cluster-wide GC watermark, as the peer layer computes it: `None`
+/// while it is not known yet (a node that just started has not heard from
+/// every peer), else a commit timestamp below which no transaction on any
+/// live node can need a superseded version.
+pub type WatermarkFn = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 
 /// A running transaction's shared state.
 pub(crate) type TxnSlot = Arc<Mutex<Transaction>>;
@@ -65,13 +68,14 @@ pub struct Engine {
         std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::meta::CommitMeta>>,
     /// Storage keys whose deletion failed; retried by the next GC pass.
     pub(crate) pending_deletes: Mutex<Vec<Vec<u8>>>,
-    /// Multi-node: the cluster-wide GC watermark (see `gc.rs`). Unset on a
-    /// single node, where dropped data is deleted at once.
-    pub(crate) global_watermark: std::sync::OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>,
-    /// Multi-node: storage keys of dropped versions and retired commit
-    /// records, waiting for the watermark to pass their superseder's
-    /// timestamp: (superseder timestamp, key, is a commit record).
-    pub(crate) deferred_deletes: Mutex<std::collections::VecDeque<(u64, Vec<u8>, bool)>>,
+    /// In a cluster: the cluster-wide GC watermark (see `gc.rs`). While it
+    /// is unset or unknown, a clustered node drops and deletes nothing.
+    pub(crate) global_watermark: std::sync::OnceLock<WatermarkFn>,
+    /// Orphan sweep state: transactions whose data had no commit record at
+    /// the previous sweep (an orphan is deleted when seen twice).
+    pub(crate) suspected_orphans: Mutex<std::collections::BTreeSet<String>>,
+    /// Abort markers seen in storage, deleted by the orphan sweep once old.
+    pub(crate) abort_markers: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -81,15 +85,6 @@ impl std::fmt::Debug for Engine {
             .field("node", &self.config.node_address)
             .finish_non_exhaustive()
     }
-}
-
-/// A planned read, decided under the transaction's lock, fetched after it.
-enum Plan {
-    Ready(Option<Bytes>, ReadSource),
-    Fetch(Version),
-    Plain,
-    /// Buffered by this transaction on another node of its DAG.
-    Upstream(String),
 }
 
 impl Engine {
@@ -106,9 +101,10 @@ impl Engine {
         let _ = self.commit_feed.set(feed);
     }
 
-    /// Makes GC cluster-aware: dropped data is deleted only once `watermark()`
-    /// (the smallest GC watermark of all live nodes) passes its superseder.
-    pub fn set_global_watermark(&self, watermark: Arc<dyn Fn() -> u64 + Send + Sync>) {
+    /// Gives a clustered engine its cluster-wide GC watermark (once; later
+    /// calls are ignored). A superseded version is dropped and its data
+    /// deleted only once `watermark()` passes the commit that superseded it.
+    pub fn set_global_watermark(&self, watermark: WatermarkFn) {
         let _ = self.global_watermark.set(watermark);
     }
 
@@ -139,8 +135,9 @@ impl Engine {
 
     /// Starts a transaction.
     pub fn start(&self) -> Result<Started, TxnError> {
-        let tid: Arc<str> = Arc::from(uuid::Uuid::now_v7().to_string());
-        self.register(Transaction::new(Arc::clone(&tid), 0))?;
+        let tid: Arc<str> = Arc::from(self.clock.new_tid());
+        let start_ts = self.clock.wall_micros();
+        self.register(Transaction::new(Arc::clone(&tid), 0, start_ts))?;
         self.metrics.txn_started.inc();
         debug!(tid = %tid, "transaction started");
         Ok(Started { tid })
@@ -155,9 +152,7 @@ impl Engine {
                 limit: self.config.max_open_txns,
             });
         }
-        if txn.upstream.is_empty() {
-            txn.start_seq = self.index.current_seq();
-        }
+        txn.start_seq = self.index.current_seq();
         let id = Arc::clone(&txn.id);
         let slot = Arc::new(Mutex::new(txn));
         txns.insert(id, Arc::clone(&slot));
@@ -196,233 +191,40 @@ impl Engine {
         match tid {
             Some(tid) => {
                 let slot = self.slot(tid)?;
-                self.read_in(&slot, keys).await
+                let read = self.read_in(&slot, keys).await;
+                if let Err(e) = &read {
+                    if e.dooms_transaction() {
+                        warn!(tid = %tid, error = %e, "read failed; the transaction can only abort");
+                        slot.lock().doom(e.to_string());
+                        self.metrics.txn_doomed.inc();
+                    }
+                }
+                read
             }
             None => {
-                let scratch: TxnSlot = Arc::new(Mutex::new(Transaction::new(Arc::from(""), 0)));
+                let start_ts = self.clock.wall_micros();
+                let scratch: TxnSlot =
+                    Arc::new(Mutex::new(Transaction::new(Arc::from(""), 0, start_ts)));
                 self.read_in(&scratch, keys).await
             }
         }
     }
 
-    async fn read_in(&self, slot: &TxnSlot, keys: &[String]) -> Result<Vec<ReadValue>, TxnError> {
-        let (tid, plans) = match self.plan_reads(slot, keys) {
-            Err(TxnError::NoConsistentVersion { key, .. }) => {
-                // The lower bound names a commit this node has not heard of
-                // yet (gossip lag): learn it from its commit record, retry once.
-                let bound = slot.lock().lower.get(&key).cloned();
-                if let Some(version) = bound {
-                    self.fetch_commit(&version).await?;
-                }
-                self.plan_reads(slot, keys)?
-            }
-            other => other?,
-        };
-        let mut results: Vec<Option<Option<Bytes>>> = Vec::with_capacity(keys.len());
-        let mut misses: Vec<(usize, Vec<u8>)> = Vec::new();
-        let mut plain: Vec<usize> = Vec::new();
-        for (i, (key, plan)) in keys.iter().zip(&plans).enumerate() {
-            match plan {
-                Plan::Ready(value, source) => {
-                    self.metrics.read_from(source.clone());
-                    results.push(Some(value.clone()));
-                }
-                Plan::Fetch(version) => {
-                    let id = VersionedKey {
-                        key: Arc::from(key.as_str()),
-                        version: version.clone(),
-                    };
-                    if let Some(value) = self.cache.get(&id) {
-                        self.metrics.read_from(ReadSource::Cache);
-                        results.push(Some(value));
-                    } else {
-                        misses.push((i, data_key(version, key)));
-                        results.push(None);
-                    }
-                }
-                Plan::Plain => {
-                    plain.push(i);
-                    results.push(None);
-                }
-                Plan::Upstream(node) => {
-                    let remote = self.remote.get().ok_or_else(|| TxnError::Peer {
-                        tid: tid.clone(),
-                        peer: node.clone(),
-                        reason: "no peer layer configured".into(),
-                    })?;
-                    let value = remote.read_buffered(node, &tid, key).await?;
-                    self.metrics.read_from(ReadSource::Buffer);
-                    results.push(Some(value));
-                }
-            }
-        }
-        if !misses.is_empty() {
-            let storage_keys: Vec<Vec<u8>> = misses.iter().map(|(_, k)| k.clone()).collect();
-            let fetched = self
-                .storage
-                .get_many(&storage_keys)
-                .await
-                .map_err(|e| TxnError::storage(&tid, e))?;
-            for ((i, _), value) in misses.iter().zip(fetched) {
-                self.metrics.read_from(ReadSource::Storage);
-                let key = &keys[*i];
-                let Plan::Fetch(version) = &plans[*i] else {
-                    continue;
-                };
-                let value = value.map(Bytes::from);
-                if value.is_none() && !version.is_base() {
-                    return Err(TxnError::CorruptRecord {
-                        key: key.clone(),
-                        reason: format!("data of committed version {version} is missing"),
-                    });
-                }
-                self.cache.insert(
-                    VersionedKey {
-                        key: Arc::from(key.as_str()),
-                        version: version.clone(),
-                    },
-                    value.clone(),
-                );
-                results[*i] = Some(value);
-            }
-        }
-        if !plain.is_empty() {
-            let plain_keys: Vec<String> = plain.iter().map(|i| keys[*i].clone()).collect();
-            let (values, markers) = self
-                .read_plain_with_markers(&plain_keys)
-                .await
-                .map_err(|e| TxnError::storage(&tid, e))?;
-            for ((i, value), marker) in plain.iter().zip(values).zip(markers) {
-                self.metrics.read_from(ReadSource::Storage);
-                let value = self
-                    .settle_plain_read(slot, &keys[*i], value.map(Bytes::from), marker)
-                    .await?;
-                results[*i] = Some(value);
-            }
-        }
-        Ok(keys
-            .iter()
-            .zip(results)
-            .map(|(key, value)| ReadValue {
-                key: key.clone(),
-                value: value.flatten(),
-            })
-            .collect())
-    }
-
-    /// Decides, under the transaction's lock, which version each key reads.
-    fn plan_reads(&self, slot: &TxnSlot, keys: &[String]) -> Result<(String, Vec<Plan>), TxnError> {
-        let mut txn = slot.lock();
-        txn.check_running()?;
-        let tid = txn.id.to_string();
-        let view = self.index.view();
-        let mut plans = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(value) = txn.writes.get(key) {
-                plans.push(Plan::Ready(Some(value.clone()), ReadSource::Buffer));
-                continue;
-            }
-            if let Some(node) = txn.upstream_writes.get(key) {
-                plans.push(Plan::Upstream(node.clone()));
-                continue;
-            }
-            if let Some(version) = txn.reads.get(key) {
-                let plan = match txn.plain_values.get(key) {
-                    Some(value) => Plan::Ready(value.clone(), ReadSource::Cache),
-                    None => Plan::Fetch(version.clone()),
-                };
-                plans.push(plan);
-                continue;
-            }
-            let Transaction { reads, lower, .. } = &mut *txn;
-            match select_version(&view, key, reads, lower) {
-                Selection::Version(version) => {
-                    record_read(&view, key, &version, reads, lower);
-                    plans.push(Plan::Fetch(version));
-                }
-                Selection::Plain => {
-                    record_read(&view, key, &Version::base(), reads, lower);
-                    plans.push(Plan::Plain);
-                }
-                Selection::NoneAllowed => {
-                    warn!(tid = %tid, key = %key, "no consistent version");
-                    return Err(TxnError::NoConsistentVersion {
-                        tid,
-                        key: key.clone(),
-                    });
-                }
-            }
-        }
-        Ok((tid, plans))
-    }
-
-    /// A plain-key value was read for a key with no committed version here.
-    /// If some commit wrote the key (its marker exists: possibly on another
-    /// node, not yet installed here, or just now), the plain key may already
-    /// hold that commit's published value: read the saved base version
-    /// instead, so the read stays the base that the read set recorded, and
-    /// learn that commit for later reads.
-    async fn settle_plain_read(
-        &self,
-        slot: &TxnSlot,
-        key: &str,
-        value: Option<Bytes>,
-        marker: Option<Vec<u8>>,
-    ) -> Result<Option<Bytes>, TxnError> {
-        if let Some(writer) = marker.as_deref().and_then(|m| std::str::from_utf8(m).ok()) {
-            if !self.index.contains_txn(writer) {
-                let _ = self.fetch_commit(&Version::new(0, writer)).await;
-            }
-        }
-        let has_versions = marker.is_some() || !self.index.view().versions(key).is_empty();
-        let value = if has_versions {
-            let tid = slot.lock().id.to_string();
-            self.storage
-                .get(&data_key(&Version::base(), key))
-                .await
-                .map_err(|e| TxnError::storage(&tid, e))?
-                .map(Bytes::from)
-        } else {
-            value
-        };
-        slot.lock()
-            .plain_values
-            .entry(key.to_string())
-            .or_insert(value.clone());
-        Ok(value)
-    }
-
-    /// Reads the plain values of `keys` and their markers. The marker of a
-    /// key is read no earlier than its plain value (one snapshot where the
-    /// backend's multi-key reads are atomic, else plain first, markers
-    /// second): a plain value that is a publication implies its marker is seen.
-    pub(crate) async fn read_plain_with_markers(
-        &self,
-        keys: &[String],
-    ) -> Result<(Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>), crate::storage::StorageError> {
-        let plain_keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
-        let marker_keys: Vec<Vec<u8>> = keys.iter().map(|k| key_marker(k)).collect();
-        if self.storage.snapshot_reads() {
-            let mut asked = plain_keys;
-            asked.extend(marker_keys);
-            let mut values = self.storage.get_many(&asked).await?;
-            let markers = values.split_off(keys.len());
-            Ok((values, markers))
-        } else {
-            let values = self.storage.get_many(&plain_keys).await?;
-            let markers = self.storage.get_many(&marker_keys).await?;
-            Ok((values, markers))
-        }
-    }
-
     /// Buffers writes of transaction `tid` (values are serialized `LWWValue`s).
-    /// All or nothing: one oversized value refuses the whole request.
+    /// All or nothing: one oversized value refuses the whole request, and
+    /// dooms the transaction (a commit without that write would be half of it).
     pub fn put(&self, tid: &str, writes: Vec<(String, Bytes)>) -> Result<(), TxnError> {
-        self.check_value_sizes(&writes)?;
         let slot = self.slot(tid)?;
         let mut txn = slot.lock();
         txn.check_running()?;
-        txn.buffer(writes, self.config.max_txn_write_bytes)
+        let buffered = self
+            .check_value_sizes(&writes)
+            .and_then(|()| txn.buffer(writes, self.config.max_txn_write_bytes));
+        if let Err(e) = &buffered {
+            txn.doom(e.to_string());
+            self.metrics.txn_doomed.inc();
+        }
+        buffered
     }
 
     pub(crate) fn check_value_sizes(&self, writes: &[(String, Bytes)]) -> Result<(), TxnError> {
@@ -476,13 +278,15 @@ impl Engine {
         )
     }
 
-    /// Marks a running transaction failed: its reads and writes now fail and
-    /// its commit answers `Aborted` with `reason`.
-    pub fn fail(&self, tid: &str, reason: &str) {
+    /// Dooms a running transaction because one of its requests could not be
+    /// answered or applied (`reason` says why): it keeps serving reads and
+    /// writes, but its commit answers `Aborted` on every node of its DAG.
+    pub fn doom(&self, tid: &str, reason: &str) {
         if let Ok(slot) = self.slot(tid) {
             let mut txn = slot.lock();
             if txn.phase == Phase::Running {
-                txn.phase = Phase::Failed(reason.to_string());
+                txn.doom(reason);
+                self.metrics.txn_doomed.inc();
             }
         }
     }
@@ -531,7 +335,8 @@ impl Engine {
         };
         match (fetched, local) {
             (Ok(state), None) => {
-                self.register(state.into_transaction(tid, upstream))?;
+                let start_seq = self.index.current_seq();
+                self.register(state.into_transaction(tid, upstream, start_seq))?;
                 Ok(())
             }
             (Ok(state), Some(slot)) => {
@@ -581,26 +386,9 @@ impl Engine {
 
     /// Registers `tid` here as failed (its calls fail, its commit aborts).
     fn register_failed(&self, tid: &str, err: &TxnError) {
-        let mut txn = Transaction::new(Arc::from(tid), 0);
+        let mut txn = Transaction::new(Arc::from(tid), 0, self.clock.wall_micros());
         txn.phase = Phase::Failed(err.to_string());
         // A full table is fine to ignore: unknown transactions fail too.
         let _ = self.register(txn);
-    }
-
-    /// What storage says of `tid`'s outcome (its decision key).
-    pub(crate) async fn read_decision(&self, tid: &str) -> Result<Decision, TxnError> {
-        let key = commit_record_key(tid);
-        let record = self
-            .storage
-            .get(&key)
-            .await
-            .map_err(|e| TxnError::storage(tid, e))?;
-        match record {
-            None => Ok(Decision::Undecided),
-            Some(bytes) => Ok(match decode_decision(&key, &bytes)? {
-                Some(meta) => Decision::Committed(meta.timestamp),
-                None => Decision::Aborted,
-            }),
-        }
     }
 }

@@ -101,6 +101,19 @@ pub enum TxnError {
 }
 
 impl TxnError {
+    /// Whether a read that failed with this error could not be answered
+    /// truthfully (storage, peer, missing data, no consistent version): the
+    /// transaction must then not commit, or it would commit on a guess.
+    pub fn dooms_transaction(&self) -> bool {
+        matches!(
+            self,
+            TxnError::Storage { .. }
+                | TxnError::Peer { .. }
+                | TxnError::CorruptRecord { .. }
+                | TxnError::NoConsistentVersion { .. }
+        )
+    }
+
     /// Wraps a storage error with the transaction it happened in.
     pub fn storage(tid: &str, source: StorageError) -> Self {
         TxnError::Storage {

@@ -9,83 +9,75 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::engine::Engine;
-use super::keys::{commit_record_key, data_key, tid_of_data_key, DATA_PREFIX};
+use super::keys::{commit_record_key, data_key, intent_key, tid_of_data_key, DATA_PREFIX};
 use super::outcome::Outcome;
+use super::record::Decision;
 use super::transaction::Phase;
-use crate::meta::{VersionedKey, BASE_TID};
+use crate::meta::{HybridClock, VersionedKey, BASE_TID};
 
 impl Engine {
     /// One local GC pass. Returns the number of storage keys deleted.
+    ///
+    /// A superseded version is dropped from the index (and its data deleted)
+    /// once no transaction running here can need it (`meta::index`) and, on
+    /// a clustered node, once the commit that superseded it is older than
+    /// the cluster-wide watermark: no transaction on any live node, however
+    /// old, can need it then, nor can a DAG that continues onto this node.
+    /// A clustered node that does not know the watermark yet (it just
+    /// started and has not heard from every peer) drops nothing.
     pub async fn collect_garbage(&self) -> usize {
-        let min_start = {
-            let txns = self.txns.lock();
-            let current = self.index.current_seq();
-            txns.values()
-                .map(|slot| slot.lock().start_seq)
-                .min()
-                .unwrap_or(current)
-                .min(current)
+        let min_start = self.min_running_start_seq();
+        let below = if self.config.clustered {
+            match self.global_watermark.get().and_then(|w| w()) {
+                Some(watermark) => Some(watermark),
+                None => return self.retry_pending_deletes().await,
+            }
+        } else {
+            None
         };
-        let outcome = self.index.collect(min_start);
-        let mut garbage: Vec<Vec<u8>> = std::mem::take(&mut *self.pending_deletes.lock());
-        let mut records: Vec<Vec<u8>> = Vec::new();
+        let outcome = self.index.collect(min_start, below);
         for dropped in &outcome.dropped {
             self.cache.remove(&VersionedKey {
                 key: Arc::from(dropped.key.as_str()),
                 version: dropped.version.clone(),
             });
         }
-        let data = outcome
-            .dropped
-            .iter()
-            .map(|d| (d.superseded_by, data_key(&d.version, &d.key), false));
-        let retired = outcome
-            .retired_txns
-            .iter()
-            .map(|(tid, superseded_by)| (*superseded_by, commit_record_key(tid), true));
-        match self.global_watermark.get().map(|w| w()) {
-            // One node: nothing else can need what this node dropped.
-            None => {
-                for (_, key, is_record) in data.chain(retired) {
-                    if is_record {
-                        records.push(key);
-                    } else {
-                        garbage.push(key);
-                    }
-                }
-            }
-            // Multi-node: a version's data, and a retired transaction's
-            // commit record (which other nodes read to learn a version their
-            // transactions are bound to), go only once every live node has
-            // installed the superseding commit and no longer needs them.
-            Some(watermark) => {
-                let mut deferred = self.deferred_deletes.lock();
-                deferred.extend(data.chain(retired));
-                let mut kept = std::collections::VecDeque::with_capacity(deferred.len());
-                while let Some((superseded_by, key, is_record)) = deferred.pop_front() {
-                    match (superseded_by < watermark, is_record) {
-                        (true, true) => records.push(key),
-                        (true, false) => garbage.push(key),
-                        (false, _) => kept.push_back((superseded_by, key, is_record)),
-                    }
-                }
-                *deferred = kept;
-            }
-        }
-        // Data first, records after: a crash in between leaves records whose
-        // versions are all superseded, which recovery drops again.
         self.metrics
             .gc_dropped_versions
             .inc_by(outcome.dropped.len() as u64);
         self.metrics.index_versions.set(self.index.size().1 as i64);
+        let mut garbage: Vec<Vec<u8>> = std::mem::take(&mut *self.pending_deletes.lock());
+        garbage.extend(outcome.dropped.iter().map(|d| data_key(&d.version, &d.key)));
+        // A retired transaction's intent goes with its data (publication of
+        // a fully superseded write set is moot), before its record.
+        garbage.extend(outcome.retired_txns.iter().map(|(tid, _)| intent_key(tid)));
+        let records: Vec<Vec<u8>> = outcome
+            .retired_txns
+            .iter()
+            .map(|(tid, _)| commit_record_key(tid))
+            .collect();
+        // Data first, records after: a crash in between leaves records whose
+        // versions are all superseded, which a later pass retires again.
+        self.delete_now_or_later([garbage, records]).await
+    }
+
+    /// Deletes the given batches in order, stopping at the first failure
+    /// (what was not deleted is retried by the next pass).
+    async fn delete_now_or_later<const N: usize>(&self, batches: [Vec<Vec<u8>>; N]) -> usize {
         let mut deleted = 0;
-        for batch in [garbage, records] {
+        let mut failed = false;
+        for batch in batches {
             if batch.is_empty() {
+                continue;
+            }
+            if failed {
+                self.pending_deletes.lock().extend(batch);
                 continue;
             }
             match self.storage.delete_many(&batch).await {
@@ -93,7 +85,7 @@ impl Engine {
                 Err(e) => {
                     warn!(error = %e, keys = batch.len(), "GC delete failed; will retry");
                     self.pending_deletes.lock().extend(batch);
-                    break;
+                    failed = true;
                 }
             }
         }
@@ -101,19 +93,62 @@ impl Engine {
         deleted
     }
 
-    /// The GC watermark this node advertises to its peers: every version
-    /// superseded by a commit older than this has been dropped here (or was
-    /// never needed), as far as this node has heard of commits. Gossip lag is
-    /// covered by a margin.
-    pub fn local_gc_watermark(&self, gossip_margin: Duration) -> u64 {
-        let horizon = crate::meta::now_micros().saturating_sub(gossip_margin.as_micros() as u64);
-        self.index
-            .oldest_retained_superseder()
-            .map_or(horizon, |ts| ts.min(horizon))
+    async fn retry_pending_deletes(&self) -> usize {
+        let pending = std::mem::take(&mut *self.pending_deletes.lock());
+        self.delete_now_or_later([pending]).await
     }
 
-    /// Deletes data of transactions with no commit record that are older
-    /// than the orphan grace period. Returns the number of keys deleted.
+    /// The smallest index sequence at which a transaction running here
+    /// started (or continued) here; the current sequence if none runs.
+    fn min_running_start_seq(&self) -> u64 {
+        let txns = self.txns.lock();
+        let current = self.index.current_seq();
+        txns.values()
+            .map(|slot| slot.lock().start_seq)
+            .min()
+            .unwrap_or(current)
+            .min(current)
+    }
+
+    /// The GC watermark this node advertises to its peers: a superseded
+    /// version whose superseding commit is older than this cannot be needed
+    /// by any transaction running here, nor by one that starts (or
+    /// continues here) later. It is the smallest of: now minus `margin`
+    /// (commits still travelling by gossip), the start of every transaction
+    /// running here minus `margin` (it may need what was current when it
+    /// started, anywhere), and the superseders of versions this node's own
+    /// transactions hold.
+    pub fn local_gc_watermark(&self, margin: Duration) -> u64 {
+        let margin = margin.as_micros() as u64;
+        let now = self.clock.wall_micros();
+        let oldest_start = self
+            .txns
+            .lock()
+            .values()
+            .map(|slot| slot.lock().start_ts)
+            .min();
+        let pinned = self.index.pinned_superseder(self.min_running_start_seq());
+        [Some(now), oldest_start]
+            .into_iter()
+            .flatten()
+            .map(|t| t.saturating_sub(margin))
+            .chain(pinned)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Remembers abort markers seen in storage, for the orphan sweep.
+    pub(crate) fn note_abort_markers(&self, tids: Vec<String>) {
+        self.abort_markers.lock().extend(tids);
+    }
+
+    /// Deletes data of transactions that did not commit (no commit record,
+    /// or an abort marker), are older than the orphan grace period, and were
+    /// found so by two sweeps in a row (a commit still writing its record
+    /// when the first sweep looked is never taken for an orphan). Also
+    /// deletes abort markers older than the grace period: by then no
+    /// coordinator can still be writing a record they fence. Returns the
+    /// number of keys deleted.
     pub async fn sweep_orphans(&self) -> usize {
         let keys = match self.storage.scan_prefix(DATA_PREFIX).await {
             Ok(keys) => keys,
@@ -122,54 +157,72 @@ impl Engine {
                 return 0;
             }
         };
-        let grace = self.config.orphan_grace;
         let candidates: BTreeSet<String> = keys
             .iter()
             .filter_map(|k| tid_of_data_key(k))
             .filter(|tid| *tid != BASE_TID)
             .filter(|tid| !self.index.contains_txn(tid) && !self.txns.lock().contains_key(*tid))
-            .filter(|tid| older_than(tid, grace))
+            .filter(|tid| self.older_than_grace(tid))
             .map(str::to_string)
             .collect();
-        if candidates.is_empty() {
-            return 0;
-        }
-        let tids: Vec<String> = candidates.into_iter().collect();
-        let record_keys: Vec<Vec<u8>> = tids.iter().map(|t| commit_record_key(t)).collect();
-        let records = match self.storage.get_many(&record_keys).await {
-            Ok(r) => r,
+        let tids: Vec<&str> = candidates.iter().map(String::as_str).collect();
+        let decisions = match self.read_decisions(&tids).await {
+            Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "orphan sweep could not read commit records");
                 return 0;
             }
         };
-        let orphans: BTreeSet<&str> = tids
+        let orphans_now: BTreeSet<String> = tids
             .iter()
-            .zip(records)
-            .filter(|(_, record)| record.is_none())
-            .map(|(tid, _)| tid.as_str())
+            .zip(decisions)
+            .filter(|(_, decision)| !matches!(decision, Decision::Committed(_)))
+            .map(|(tid, _)| tid.to_string())
+            .collect();
+        let previous = std::mem::replace(&mut *self.suspected_orphans.lock(), orphans_now.clone());
+        let confirmed: BTreeSet<&str> = orphans_now
+            .intersection(&previous)
+            .map(String::as_str)
             .collect();
         let garbage: Vec<Vec<u8>> = keys
             .into_iter()
-            .filter(|k| tid_of_data_key(k).is_some_and(|t| orphans.contains(t)))
+            .filter(|k| tid_of_data_key(k).is_some_and(|t| confirmed.contains(t)))
             .collect();
-        if garbage.is_empty() {
-            return 0;
+        let intents: Vec<Vec<u8>> = confirmed.iter().map(|tid| intent_key(tid)).collect();
+        if let Err(e) = self.storage.delete_many(&intents).await {
+            warn!(error = %e, "orphan sweep could not delete intents; will retry");
+            self.pending_deletes.lock().extend(intents);
         }
-        match self.storage.delete_many(&garbage).await {
-            Ok(()) => {
-                debug!(
-                    keys = garbage.len(),
-                    txns = orphans.len(),
-                    "orphaned data deleted"
-                );
-                self.metrics.gc_deleted_keys.inc_by(garbage.len() as u64);
-                garbage.len()
+        let markers: Vec<Vec<u8>> = {
+            let mut noted = self.abort_markers.lock();
+            let old: Vec<String> = noted
+                .iter()
+                .filter(|tid| self.older_than_grace(tid))
+                .cloned()
+                .collect();
+            for tid in &old {
+                noted.remove(tid);
             }
-            Err(e) => {
-                warn!(error = %e, "orphan delete failed; will retry next sweep");
-                0
-            }
+            old.iter().map(|tid| commit_record_key(tid)).collect()
+        };
+        let deleted = self.delete_now_or_later([garbage, markers]).await;
+        if deleted > 0 {
+            debug!(
+                keys = deleted,
+                txns = confirmed.len(),
+                "orphaned data and old abort markers deleted"
+            );
+        }
+        deleted
+    }
+
+    /// Whether transaction `tid` (a UUID v7, which embeds its start time) is
+    /// older than the orphan grace period. Ids that carry no time count as old.
+    fn older_than_grace(&self, tid: &str) -> bool {
+        let grace = self.config.orphan_grace.as_micros() as u64;
+        match HybridClock::tid_time_micros(tid) {
+            Some(started) => self.clock.wall_micros().saturating_sub(started) > grace,
+            None => true,
         }
     }
 
@@ -199,20 +252,4 @@ impl Engine {
         }
         expired.len()
     }
-}
-
-/// Whether transaction `tid` (a UUID v7, which embeds its start time) is
-/// older than `age`. Ids that are not UUID v7 carry no time: treat as old.
-fn older_than(tid: &str, age: Duration) -> bool {
-    let Some((secs, nanos)) = uuid::Uuid::parse_str(tid)
-        .ok()
-        .and_then(|u| u.get_timestamp())
-        .map(|ts| ts.to_unix())
-    else {
-        return true;
-    };
-    let started = UNIX_EPOCH + Duration::new(secs, nanos);
-    SystemTime::now()
-        .duration_since(started)
-        .is_ok_and(|elapsed| elapsed > age)
 }

@@ -1,10 +1,15 @@
-//! The storage key schema (documented in `docs/STORAGE.md` and `proto/records.proto`).
+//! The storage key schema (documented in `docs/ARCHITECTURE.md` and
+//! `proto/records.proto`).
 //!
-//! - `aft/c/<tid>`: the commit record of `<tid>` (the commit point);
+//! - `aft/c/<tid>`: the commit record of `<tid>` (the commit point), or an
+//!   abort marker;
 //! - `aft/d/<tid>/<key>`: the value `<tid>` wrote to `<key>`;
-//! - `aft/d/~base/<key>`: the plain value `<key>` had before its first commit;
-//! - `aft/k/<key>`: a marker naming a transaction that wrote `<key>` (written
-//!   with the commit's data, before publication): "this key has versions";
+//! - `aft/d/~base/<key>`: the plain value `<key>` had before its first commit
+//!   ([`encode_base`]: present or absent);
+//! - `aft/k/<key>`: a marker naming a committed writer of `<key>` (written
+//!   before the commit is acknowledged): "this key has versions";
+//! - `aft/p/<tid>`: a publication intent: `<tid>` may have committed values
+//!   not yet published to their plain keys;
 //! - `<key>`: the plain key, where the newest committed value is published.
 //!
 //! Transaction ids never contain `/` (they are checked at the IPC edge), so
@@ -19,6 +24,42 @@ pub const DATA_PREFIX: &[u8] = b"aft/d/";
 
 /// Prefix of the per-key markers.
 pub const MARKER_PREFIX: &[u8] = b"aft/k/";
+/// Prefix of the publication intents.
+pub const INTENT_PREFIX: &[u8] = b"aft/p/";
+
+/// `aft/p/<tid>`: the publication intent of `tid`.
+pub fn intent_key(tid: &str) -> Vec<u8> {
+    [INTENT_PREFIX, tid.as_bytes()].concat()
+}
+
+/// The transaction id of a publication intent key (`None` if it is not one).
+pub fn tid_of_intent_key(storage_key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(storage_key.strip_prefix(INTENT_PREFIX)?).ok()
+}
+
+/// A saved base version as stored: one tag byte (0 = the key had no plain
+/// value, 1 = it had), then the value. A missing base key therefore always
+/// means "collected", never "the key had no value".
+pub fn encode_base(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        None => vec![0],
+        Some(v) => {
+            let mut out = Vec::with_capacity(v.len() + 1);
+            out.push(1);
+            out.extend_from_slice(v);
+            out
+        }
+    }
+}
+
+/// Decodes [`encode_base`]: `Some(value)` for a well-formed entry.
+pub fn decode_base(stored: &[u8]) -> Option<Option<Vec<u8>>> {
+    match stored.split_first()? {
+        (0, []) => Some(None),
+        (1, rest) => Some(Some(rest.to_vec())),
+        _ => None,
+    }
+}
 
 /// `aft/k/<key>`: names a committed (or committing) writer of `key`.
 pub fn key_marker(key: &str) -> Vec<u8> {
@@ -66,5 +107,19 @@ mod tests {
         assert_eq!(commit_record_key("t1"), b"aft/c/t1".to_vec());
         assert_eq!(tid_of_commit_key(b"aft/c/t1"), Some("t1"));
         assert_eq!(data_key(&Version::base(), "k"), b"aft/d/~base/k".to_vec());
+        assert_eq!(tid_of_intent_key(&intent_key("t1")), Some("t1"));
+    }
+
+    #[test]
+    fn base_values_tell_absent_from_empty() {
+        assert_eq!(decode_base(&encode_base(None)), Some(None));
+        assert_eq!(decode_base(&encode_base(Some(b""))), Some(Some(Vec::new())));
+        assert_eq!(
+            decode_base(&encode_base(Some(b"v"))),
+            Some(Some(b"v".to_vec()))
+        );
+        assert_eq!(decode_base(b""), None);
+        assert_eq!(decode_base(&[0, 1]), None);
+        assert_eq!(decode_base(&[9]), None);
     }
 }

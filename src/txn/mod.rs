@@ -13,18 +13,22 @@ mod gc;
 pub mod keys;
 mod outcome;
 mod participant;
+mod publish;
+mod read;
 pub mod read_rule;
+mod record;
 mod recovery;
 mod remote;
 mod transaction;
 
 pub use background::BackgroundTasks;
-pub use commit::COMMIT_RECORD_FORMAT;
 pub use config::EngineConfig;
-pub use engine::{Engine, ReadValue, Started};
+pub use engine::{Engine, ReadValue, Started, WatermarkFn};
 pub use error::TxnError;
 pub use outcome::{Outcome, OutcomeLog};
-pub use recovery::{decode_commit_record, decode_decision, Decision};
+pub use record::{
+    decode_commit_record, decode_decision, decode_intent, Decision, COMMIT_RECORD_FORMAT,
+};
 pub use remote::{Remote, UpstreamState};
 pub use transaction::{Phase, Transaction};
 
@@ -52,7 +56,7 @@ impl Engine {
             storage,
             index: VersionIndex::new(),
             cache: ValueCache::new(config.cache_bytes),
-            clock: HybridClock::new(),
+            clock: HybridClock::with_source(std::sync::Arc::clone(&config.clock)),
             txns: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(OutcomeLog::new(config.outcome_retention)),
             config,
@@ -61,7 +65,8 @@ impl Engine {
             commit_feed: std::sync::OnceLock::new(),
             pending_deletes: Mutex::new(Vec::new()),
             global_watermark: std::sync::OnceLock::new(),
-            deferred_deletes: Mutex::new(std::collections::VecDeque::new()),
+            suspected_orphans: Mutex::new(Default::default()),
+            abort_markers: Mutex::new(Default::default()),
         });
         if let Some(remote) = remote {
             engine.set_remote(remote);

@@ -4,20 +4,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::engine::Engine;
-use super::keys::{commit_record_key, data_key_for_tid};
+use super::keys::data_key_for_tid;
 use super::outcome::Outcome;
-use super::recovery::Decision;
+use super::record::Decision;
 use super::remote::UpstreamState;
 use super::transaction::Phase;
 use super::TxnError;
-use crate::meta::{CommitMeta, Version};
-use crate::proto::records::CommitRecord;
+use crate::meta::CommitMeta;
 
 impl Engine {
     /// What this node knows of running transaction `tid`, for a node
@@ -49,6 +48,8 @@ impl Engine {
                 .collect(),
             buffered: buffered.into_iter().collect(),
             upstream_nodes,
+            start_ts: txn.start_ts,
+            doomed: txn.doomed.clone(),
         })
     }
 
@@ -63,7 +64,8 @@ impl Engine {
     /// Phase one of a commit coordinated elsewhere: persists what `tid`
     /// buffered here, except `exclude`, at its version keys; returns the keys
     /// written. The transaction then waits here, prepared, for the decision.
-    /// An unknown transaction votes no (this node lost its buffer).
+    /// An unknown or doomed transaction votes no (this node lost its buffer,
+    /// or one of its reads here could not be answered).
     pub async fn prepare(
         &self,
         tid: &str,
@@ -76,7 +78,14 @@ impl Engine {
             let mut txn = slot.lock();
             match &txn.phase {
                 Phase::Prepared { keys, .. } => return Ok(keys.clone()),
-                Phase::Running => {}
+                Phase::Running => {
+                    if let Some(reason) = &txn.doomed {
+                        return Err(TxnError::Failed {
+                            tid: tid.to_string(),
+                            reason: reason.clone(),
+                        });
+                    }
+                }
                 Phase::Committing => {
                     return Err(TxnError::Committing {
                         tid: tid.to_string(),
@@ -113,7 +122,8 @@ impl Engine {
 
     /// Phase two: the coordinator's decision. A commit is installed (if
     /// gossip has not done so already); an abort drops the buffer and deletes
-    /// whatever phase one persisted here. Idempotent.
+    /// whatever phase one persisted here. Idempotent. (The coordinator
+    /// publishes the whole write set, this node's keys included.)
     pub async fn decide(&self, tid: &str, commit: Option<CommitMeta>) {
         match commit {
             Some(meta) => {
@@ -138,6 +148,8 @@ impl Engine {
         }
     }
 
+    /// The keys phase one persisted here for `tid` (none unless prepared;
+    /// a prepare still writing is treated as having written its buffer).
     fn prepared_keys(&self, tid: &str) -> Vec<String> {
         let Some(slot) = self.txns.lock().get(tid).cloned() else {
             return Vec::new();
@@ -145,7 +157,8 @@ impl Engine {
         let txn = slot.lock();
         match &txn.phase {
             Phase::Prepared { keys, .. } => keys.clone(),
-            _ => txn.writes.keys().cloned().collect(),
+            Phase::Committing => txn.writes.keys().cloned().collect(),
+            Phase::Running | Phase::Failed(_) => Vec::new(),
         }
     }
 
@@ -179,24 +192,6 @@ impl Engine {
         self.index.commits_since(since)
     }
 
-    /// Reads the commit record of `version`'s transaction from storage and
-    /// installs it: a reader here needs a version gossip has not brought yet.
-    pub(crate) async fn fetch_commit(&self, version: &Version) -> Result<bool, TxnError> {
-        let key = commit_record_key(&version.tid);
-        let record = self
-            .storage
-            .get(&key)
-            .await
-            .map_err(|e| TxnError::storage(&version.tid, e))?;
-        let Some(bytes) = record else {
-            return Ok(false);
-        };
-        match super::recovery::decode_decision(&key, &bytes)? {
-            Some(meta) => Ok(self.learn_commits(&[meta]) > 0),
-            None => Ok(false),
-        }
-    }
-
     /// Settles prepared transactions whose decision is overdue (the
     /// coordinator died or is partitioned): a commit record means committed;
     /// otherwise this node claims the decision key with an abort marker, so
@@ -212,42 +207,25 @@ impl Engine {
         let mut settled = 0;
         for tid in overdue {
             let decision = match self.read_decision(&tid).await {
-                Ok(Decision::Undecided) => {
-                    let marker = prost::Message::encode_to_vec(&CommitRecord {
-                        format_version: super::COMMIT_RECORD_FORMAT,
-                        tid: tid.to_string(),
-                        aborted: true,
-                        coordinator: self.config.node_address.clone(),
-                        ..Default::default()
-                    });
-                    match self
-                        .storage
-                        .put_if_absent(&commit_record_key(&tid), &marker)
-                        .await
-                    {
-                        Ok(true) => Decision::Aborted,
-                        Ok(false) => match self.read_decision(&tid).await {
-                            Ok(d) => d,
-                            Err(_) => continue,
-                        },
-                        Err(_) => continue,
-                    }
-                }
-                Ok(d) => d,
-                Err(_) => continue,
+                Ok(Decision::Undecided) => self.claim_abort(&tid).await,
+                other => other,
             };
             match decision {
-                Decision::Committed(timestamp) => {
-                    let version = Version::new(timestamp, Arc::clone(&tid));
-                    let _ = self.fetch_commit(&version).await;
+                Ok(Decision::Committed(meta)) => {
                     info!(tid = %tid, "prepared transaction found committed in storage");
+                    let timestamp = meta.timestamp;
+                    self.learn_commits(&[meta]);
                     self.finish(&tid, Outcome::Committed { timestamp });
                 }
-                Decision::Aborted => {
+                Ok(Decision::Aborted) => {
                     info!(tid = %tid, "prepared transaction aborted: no decision from its coordinator");
                     self.decide(&tid, None).await;
                 }
-                Decision::Undecided => continue,
+                Ok(Decision::Undecided) => continue,
+                Err(e) => {
+                    warn!(tid = %tid, error = %e, "cannot settle a prepared transaction yet");
+                    continue;
+                }
             }
             settled += 1;
         }

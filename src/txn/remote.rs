@@ -22,12 +22,18 @@ pub struct UpstreamState {
     pub buffered: Vec<(String, String)>,
     /// Every node upstream that holds buffered writes (commit participants).
     pub upstream_nodes: Vec<String>,
+    /// When the transaction started on its first node (wall clock, microseconds).
+    pub start_ts: u64,
+    /// Why the transaction is doomed, if a read or write upstream failed.
+    pub doomed: Option<String>,
 }
 
 impl UpstreamState {
-    /// A local transaction continuing this state; `upstream` is the node it came from.
-    pub(crate) fn into_transaction(self, tid: &str, upstream: &str) -> Transaction {
-        let mut txn = Transaction::new(Arc::from(tid), 0);
+    /// A local transaction continuing this state; `upstream` is the node it
+    /// came from, `start_seq` this node's current install sequence.
+    pub(crate) fn into_transaction(self, tid: &str, upstream: &str, start_seq: u64) -> Transaction {
+        let mut txn = Transaction::new(Arc::from(tid), start_seq, self.start_ts);
+        txn.doomed = self.doomed;
         txn.reads = self.reads.into_iter().collect();
         txn.lower = self.lower.into_iter().collect();
         txn.upstream_writes = self.buffered.into_iter().collect();

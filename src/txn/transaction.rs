@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 
@@ -35,10 +36,18 @@ pub enum Phase {
 pub struct Transaction {
     /// Transaction id.
     pub id: Arc<str>,
-    /// Index install sequence when it started here (bounds what GC may drop).
+    /// Index install sequence when it started (or continued) here: bounds
+    /// what this node's GC may drop.
     pub start_seq: u64,
+    /// Wall-clock time (microseconds) it started on its first node: bounds
+    /// what any node's GC may drop while it runs (see `gc.rs`).
+    pub start_ts: u64,
     /// Phase.
     pub phase: Phase,
+    /// Why a read or write of this transaction could not be answered
+    /// truthfully, if one could not: it keeps serving reads and writes, but
+    /// it can only abort (its commit answers ABORTED everywhere).
+    pub doomed: Option<String>,
     /// Buffered writes: key -> serialized `LWWValue` as the client sent it.
     pub writes: BTreeMap<String, Bytes>,
     /// Bytes buffered in `writes`.
@@ -59,11 +68,13 @@ pub struct Transaction {
 
 impl Transaction {
     /// A new running transaction.
-    pub fn new(id: Arc<str>, start_seq: u64) -> Self {
+    pub fn new(id: Arc<str>, start_seq: u64, start_ts: u64) -> Self {
         Transaction {
             id,
             start_seq,
+            start_ts,
             phase: Phase::Running,
+            doomed: None,
             writes: BTreeMap::new(),
             write_bytes: 0,
             reads: HashMap::new(),
@@ -115,10 +126,22 @@ impl Transaction {
         Ok(())
     }
 
+    /// Dooms the transaction (the first reason is kept): see [`Transaction::doomed`].
+    pub fn doom(&mut self, reason: impl Into<String>) {
+        if self.doomed.is_none() {
+            self.doomed = Some(reason.into());
+        }
+    }
+
     /// Merges the state of another upstream branch of the DAG (fan-in):
     /// its buffered keys (this node's own writes win), its reads and lower
-    /// bounds where this node has none (the newer bound wins), its upstream nodes.
+    /// bounds where this node has none (the newer bound wins), its upstream
+    /// nodes, the older start time, and a failure of that branch.
     pub fn merge_upstream(&mut self, state: super::UpstreamState, upstream: &str) {
+        self.start_ts = self.start_ts.min(state.start_ts);
+        if let Some(reason) = state.doomed {
+            self.doom(reason);
+        }
         for (key, node) in state.buffered {
             if !self.writes.contains_key(&key) {
                 self.upstream_writes.entry(key).or_insert(node);

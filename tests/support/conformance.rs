@@ -17,6 +17,7 @@ pub async fn run_all(s: &dyn Storage) {
     prefix_scan_escapes_globs(s, b"glob/").await;
     lww_merge_keeps_newest(s, b"lww/").await;
     put_if_absent_writes_once(s, b"nx/").await;
+    put_many_if_absent_is_guarded(s, b"nxmany/").await;
 }
 
 fn key(ns: &[u8], k: &str) -> Vec<u8> {
@@ -217,4 +218,38 @@ pub async fn put_if_absent_writes_once(s: &dyn Storage, ns: &[u8]) {
     s.delete(&k).await.unwrap();
     assert!(s.put_if_absent(&k, b"").await.unwrap());
     assert_eq!(s.get(&k).await.unwrap(), Some(Vec::new()));
+}
+
+/// `put_many_if_absent` writes the whole batch when its guard is free, and
+/// (on backends with atomic batches) nothing at all when the guard exists;
+/// a guard missing from the entries is a clear error.
+pub async fn put_many_if_absent_is_guarded(s: &dyn Storage, ns: &[u8]) {
+    let guard = key(ns, "guard");
+    let (a, b) = (key(ns, "a"), key(ns, "b"));
+    let batch = vec![
+        (a.clone(), b"a1".to_vec()),
+        (guard.clone(), b"record".to_vec()),
+        (b.clone(), vec![7u8; 1000]),
+    ];
+    assert!(s.put_many_if_absent(&guard, &batch).await.unwrap());
+    assert_eq!(s.get(&guard).await.unwrap(), Some(b"record".to_vec()));
+    assert_eq!(s.get(&b).await.unwrap(), Some(vec![7u8; 1000]));
+
+    let (c, d) = (key(ns, "c"), key(ns, "d"));
+    let second = vec![
+        (c.clone(), b"c".to_vec()),
+        (guard.clone(), b"other".to_vec()),
+    ];
+    assert!(!s.put_many_if_absent(&guard, &second).await.unwrap());
+    assert_eq!(s.get(&guard).await.unwrap(), Some(b"record".to_vec()));
+    if s.atomic_batches() {
+        assert_eq!(
+            s.get(&c).await.unwrap(),
+            None,
+            "nothing written when the guard exists"
+        );
+    }
+    let missing_guard = vec![(d.clone(), b"d".to_vec())];
+    assert!(s.put_many_if_absent(&guard, &missing_guard).await.is_err());
+    assert_eq!(s.get(&d).await.unwrap(), None);
 }

@@ -12,9 +12,10 @@ use async_trait::async_trait;
 pub struct Faults {
     /// `put_many` fails (before writing anything).
     pub put_many: AtomicBool,
-    /// `put` of a commit record (`aft/c/...`) fails without writing.
+    /// The write of a commit record (`aft/c/...`, not an abort marker)
+    /// fails without writing.
     pub commit_record: AtomicBool,
-    /// `put` of a commit record writes it, then reports failure (lost ack).
+    /// The write of a commit record lands, then reports failure (lost ack).
     pub commit_record_lost_ack: AtomicBool,
     /// Every call fails (storage down).
     pub everything: AtomicBool,
@@ -55,15 +56,6 @@ impl Storage for FaultyStorage {
     }
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.down("put")?;
-        if key.starts_with(b"aft/c/") {
-            if self.faults.commit_record.load(Ordering::SeqCst) {
-                return Err(injected("put"));
-            }
-            if self.faults.commit_record_lost_ack.load(Ordering::SeqCst) {
-                self.inner.put(key, value).await?;
-                return Err(injected("put"));
-            }
-        }
         self.inner.put(key, value).await
     }
     async fn delete(&self, key: &[u8]) -> Result<(), StorageError> {
@@ -95,6 +87,17 @@ impl Storage for FaultyStorage {
     }
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
         self.down("put_if_absent")?;
+        let is_commit_record = key.starts_with(b"aft/c/")
+            && aft::txn::decode_decision(key, value).is_ok_and(|d| d.is_some());
+        if is_commit_record {
+            if self.faults.commit_record.load(Ordering::SeqCst) {
+                return Err(injected("put_if_absent"));
+            }
+            if self.faults.commit_record_lost_ack.load(Ordering::SeqCst) {
+                self.inner.put_if_absent(key, value).await?;
+                return Err(injected("put_if_absent"));
+            }
+        }
         self.inner.put_if_absent(key, value).await
     }
 

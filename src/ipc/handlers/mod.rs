@@ -91,8 +91,19 @@ pub async fn respond(ctx: Arc<Context>, endpoint: Endpoint, request: Request) ->
 
 /// The reply to a read or write refused before reaching its handler (the
 /// client is over its pending-reply limit): an error in the endpoint's reply
-/// shape. Other endpoints are never refused.
-pub fn refusal(request: &Request, reason: &str) -> Option<Vec<u8>> {
+/// shape. Other endpoints are never refused. A refused read or write of a
+/// transaction dooms it (its commit answers ABORTED): the executor sees the
+/// refusal only as "no value", and must not commit on it.
+pub fn refusal(ctx: &Context, request: &Request, reason: &str) -> Option<Vec<u8>> {
+    if let Request::Get {
+        tid: Some(Ok(tid)), ..
+    }
+    | Request::Put {
+        tid: Some(Ok(tid)), ..
+    } = request
+    {
+        ctx.engine.doom(tid, reason);
+    }
     match request {
         Request::Get {
             request_id, keys, ..

@@ -43,6 +43,10 @@ pub(super) async fn handle(
         Err(reason) => {
             ctx.metrics.reject("bad_value");
             warn!(tid = tid.as_deref().unwrap_or(""), %reason, "put refused");
+            if let Some(tid) = &tid {
+                // Committing without this write would commit half the DAG.
+                ctx.engine.doom(tid, &reason);
+            }
             return error_response(&request_id, keys(), AnnaError::Lattice, &reason);
         }
     };
