@@ -143,6 +143,9 @@ enum KeyFault {
 
 #[derive(Debug, Default)]
 struct Faults {
+    /// While set, KVS requests are neither applied nor answered (a node
+    /// that is down or cut off).
+    outage: bool,
     per_key: HashMap<String, VecDeque<KeyFault>>,
     drop_kvs_responses: u64,
     drop_address_responses: u64,
@@ -398,6 +401,12 @@ impl TestServer {
         self.push_key_fault(key, KeyFault::Delay(delay), times);
     }
 
+    /// Starts (`true`) or ends an outage: meanwhile KVS requests are
+    /// ignored, neither applied nor answered, as by a node that is down.
+    pub fn set_outage(&self, down: bool) {
+        self.shared.faults.lock().outage = down;
+    }
+
     /// Drops the next `n` KVS responses (requests are still applied).
     pub fn drop_kvs_responses(&self, n: u64) {
         self.shared.faults.lock().drop_kvs_responses += n;
@@ -604,7 +613,7 @@ fn handle_key_request(shared: &Shared, me: usize, frame: &[u8], out: &mut Vec<Sc
             .response_addresses
             .insert(request.response_address.clone());
     }
-    if kind == RequestType::RtUnspecified {
+    if kind == RequestType::RtUnspecified || shared.faults.lock().outage {
         return;
     }
     let mut now_tuples = Vec::new();

@@ -373,6 +373,26 @@ async fn late_responses_are_ignored_and_time_out() -> TestResult {
 }
 
 #[tokio::test]
+async fn an_outage_applies_nothing_and_ends() -> TestResult {
+    let server = TestServer::start_default()?;
+    let mut config = server.client_config();
+    config.request_timeout = Duration::from_millis(50);
+    config.operation_timeout = Duration::from_millis(300);
+    let client = AnnaClient::connect(config).await?;
+    client.put("o", b"before").await?;
+    server.set_outage(true);
+    assert!(client.put("o", b"during").await.is_err());
+    assert!(client.get("o").await.is_err());
+    server.set_outage(false);
+    assert_eq!(
+        client.get("o").await?,
+        Some(b"before".to_vec()),
+        "nothing applied during the outage"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn one_request_answered_in_several_responses() -> TestResult {
     let (server, client) = setup(1).await?;
     client

@@ -1,12 +1,74 @@
-//! A local multi-node cluster for tests: one real `redis-server` and N real
-//! `aft-sidecar` processes on loopback addresses 127.0.0.1..N (same peer
-//! port, distinct IPC directories), as `cluster/local/launch.sh` runs them.
+//! A local multi-node cluster for tests: one shared store (a real
+//! `redis-server`, or Anna through anna-client's protocol-faithful test
+//! server) and N real `aft-sidecar` processes on loopback addresses
+//! 127.0.0.1..N (same peer port, distinct IPC directories), as
+//! `cluster/local/launch.sh` runs them.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+use anna_client::test_server::{TestServer, TestServerConfig};
+
+use super::outside::OutsideReader;
 use super::redis::RedisServer;
 use super::sidecar::Sidecar;
+
+/// The store every node of the cluster shares.
+pub enum ClusterStore {
+    /// A real `redis-server`.
+    Redis(RedisServer),
+    /// Anna, through the protocol-faithful test server (one KVS thread).
+    Anna(TestServer),
+}
+
+impl ClusterStore {
+    /// A fresh `redis-server`.
+    pub fn redis() -> ClusterStore {
+        ClusterStore::Redis(RedisServer::start())
+    }
+
+    /// A fresh Anna test server.
+    pub fn anna() -> ClusterStore {
+        ClusterStore::Anna(
+            TestServer::start(TestServerConfig::with_kvs_threads(1)).expect("anna test server"),
+        )
+    }
+
+    /// The storage URL the sidecars use.
+    pub fn url(&self) -> String {
+        match self {
+            ClusterStore::Redis(r) => r.url(),
+            ClusterStore::Anna(a) => format!("anna://{}", a.routing_host_port()),
+        }
+    }
+
+    /// Takes the store down (`true`: unreachable, nothing applied) or
+    /// brings it back. Redis is killed and restarted on the same port and
+    /// data; the Anna test server ignores every request meanwhile.
+    pub fn set_outage(&mut self, down: bool) {
+        match self {
+            ClusterStore::Redis(r) if down => r.kill(),
+            ClusterStore::Redis(r) => r.restart(),
+            ClusterStore::Anna(a) => a.set_outage(down),
+        }
+    }
+
+    /// A short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClusterStore::Redis(_) => "redis",
+            ClusterStore::Anna(_) => "anna",
+        }
+    }
+
+    /// The Redis server (panics on another store).
+    pub fn redis_server(&mut self) -> &mut RedisServer {
+        match self {
+            ClusterStore::Redis(r) => r,
+            ClusterStore::Anna(_) => panic!("this cluster runs on Anna, not Redis"),
+        }
+    }
+}
 
 /// One node of the cluster.
 pub struct ClusterNode {
@@ -20,7 +82,7 @@ pub struct ClusterNode {
 
 /// A running cluster; everything is killed on drop.
 pub struct LocalCluster {
-    pub redis: RedisServer,
+    pub store: ClusterStore,
     pub nodes: Vec<ClusterNode>,
     pub peer_port: u16,
     _dir: tempfile::TempDir,
@@ -44,24 +106,34 @@ fn free_peer_port(n: usize) -> u16 {
 }
 
 impl LocalCluster {
-    /// Starts `n` nodes; `extra` args go to every node.
+    /// Starts `n` nodes over a fresh Redis; `extra` args go to every node.
     pub fn start(binary: &Path, n: usize, extra: &[&str]) -> LocalCluster {
         Self::start_with(binary, n, extra, |_| Vec::new())
     }
 
-    /// Starts `n` nodes; `env_of(i)` gives node i's extra environment.
+    /// Starts `n` nodes over a fresh Redis; `env_of(i)` gives node i's extra environment.
     pub fn start_with(
         binary: &Path,
         n: usize,
         extra: &[&str],
         env_of: impl Fn(usize) -> Vec<(String, String)>,
     ) -> LocalCluster {
-        let redis = RedisServer::start();
+        Self::start_on(ClusterStore::redis(), binary, n, extra, env_of)
+    }
+
+    /// Starts `n` nodes over `store`.
+    pub fn start_on(
+        store: ClusterStore,
+        binary: &Path,
+        n: usize,
+        extra: &[&str],
+        env_of: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> LocalCluster {
         let dir = tempfile::tempdir().expect("cluster dir");
         let peer_port = free_peer_port(n.max(3));
         let addresses: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}")).collect();
         let mut cluster = LocalCluster {
-            redis,
+            store,
             nodes: Vec::new(),
             peer_port,
             _dir: dir,
@@ -85,7 +157,7 @@ impl LocalCluster {
         let ipc = self._dir.path().join(format!("node{}", i + 1));
         let port = self.peer_port.to_string();
         let seeds = addresses.join(",");
-        let storage = self.redis.url();
+        let storage = self.store.url();
         let mut args = vec![
             "--storage",
             storage.as_str(),
@@ -126,5 +198,11 @@ impl LocalCluster {
             .filter(|(j, _)| *j != i)
             .map(|(_, n)| n.address.clone())
             .collect()
+    }
+
+    /// A reader of the shared store that bypasses every sidecar, as
+    /// Cloudburst's user client reads it.
+    pub fn outside_reader(&self) -> OutsideReader {
+        OutsideReader::open(&self.store.url())
     }
 }

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod conformance;
 pub mod faulty;
+pub mod outside;
 pub mod redis;
 pub mod sidecar;
 pub mod workload;
