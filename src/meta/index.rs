@@ -228,10 +228,11 @@ impl VersionIndex {
         true
     }
 
-    /// Every transaction held with a commit timestamp above `since`.
+    /// Every transaction held with a commit timestamp above `since`, in
+    /// version order.
     pub fn commits_since(&self, since: u64) -> Vec<CommitMeta> {
         let inner = self.inner.read();
-        inner
+        let mut commits: Vec<CommitMeta> = inner
             .txns
             .iter()
             .filter(|(_, t)| t.timestamp > since)
@@ -241,7 +242,9 @@ impl VersionIndex {
                 write_set: Arc::clone(&t.write_set),
                 base_keys: t.base_keys.clone(),
             })
-            .collect()
+            .collect();
+        commits.sort_by_key(CommitMeta::version);
+        commits
     }
 
     /// Drops every superseded version that no running transaction can need:

@@ -7,7 +7,9 @@
 //! lists carried in heartbeats. A restarted node simply heartbeats again.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 

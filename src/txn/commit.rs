@@ -288,7 +288,7 @@ impl Engine {
             .prepare_participants(tid, timestamp, plan)
             .await
             .map_err(|e| failed(AbortReason::Participant(e)))?;
-        crate::failpoint::hit("commit.after_prepare");
+        self.failpoint("commit.after_prepare").await;
         write_set.extend(remote_keys);
         write_set.sort();
         write_set.dedup();
@@ -322,9 +322,9 @@ impl Engine {
         if started.elapsed() > self.record_deadline(!plan.participants.is_empty()) {
             return Err(failed(AbortReason::TooSlow(started.elapsed())));
         }
-        crate::failpoint::hit("commit.before_data");
+        self.failpoint("commit.before_data").await;
         let markers_written = self.write_record(tid, &meta, entries, mine).await?;
-        crate::failpoint::hit("commit.after_record");
+        self.failpoint("commit.after_record").await;
         Ok(Some(Durable {
             meta,
             markers_written,
@@ -428,7 +428,7 @@ impl Engine {
             // without a record, which is never visible (and is swept).
             match self.storage.put_many(&entries).await {
                 Ok(()) => {
-                    crate::failpoint::hit("commit.after_data");
+                    self.failpoint("commit.after_data").await;
                     self.storage.put_if_absent(&record_key, &record).await
                 }
                 Err(e) => Err(e),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::failpoint::{EnvFailpoints, Failpoints};
 use crate::meta::{Clock, SystemClock};
 use crate::storage::{DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_VALUE_BYTES};
 
@@ -50,6 +51,27 @@ pub struct EngineConfig {
     /// The engine's wall clock and source of random ids (a simulation
     /// injects its own).
     pub clock: Arc<dyn Clock>,
+    /// Where the engine may be told to die at a named step (crash tests).
+    pub failpoints: Arc<dyn Failpoints>,
+    /// Test only: puts back one of the bugs the project fixed, so a test can
+    /// prove it would catch it. Always `None` in a deployment.
+    #[doc(hidden)]
+    pub regression: Option<Regression>,
+}
+
+/// Bugs the multi-node tests found and the engine fixed, which a test can
+/// put back (see [`EngineConfig::regression`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regression {
+    /// Only the coordinator's own values reach their plain keys; nothing
+    /// finishes a publication after a crash.
+    UnpublishedParticipantWrites,
+    /// Recovery collects as if the node were alone, before it knows the
+    /// cluster watermark.
+    RestartCollectsAlone,
+    /// A read that fails leaves its transaction free to commit.
+    FailedReadsCommit,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +92,8 @@ impl Default for EngineConfig {
             publish_sweep_interval: Duration::from_secs(5),
             clustered: false,
             clock: Arc::new(SystemClock),
+            failpoints: Arc::new(EnvFailpoints),
+            regression: None,
         }
     }
 }

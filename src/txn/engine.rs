@@ -76,6 +76,9 @@ pub struct Engine {
     pub(crate) suspected_orphans: Mutex<std::collections::BTreeSet<String>>,
     /// Abort markers seen in storage, deleted by the orphan sweep once old.
     pub(crate) abort_markers: Mutex<std::collections::BTreeSet<String>>,
+    /// Tasks the engine spawned on its own (publications): they stop when
+    /// the engine is dropped, as they would with the process.
+    pub(crate) spawned: Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -106,6 +109,20 @@ impl Engine {
     /// deleted only once `watermark()` passes the commit that superseded it.
     pub fn set_global_watermark(&self, watermark: WatermarkFn) {
         let _ = self.global_watermark.set(watermark);
+    }
+
+    /// Stops here for good if the failpoints say this node dies at `name`.
+    pub(crate) async fn failpoint(&self, name: &'static str) {
+        if self.config.failpoints.hit(name) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Runs `task` in the background, tied to this engine's life.
+    pub(crate) fn spawn_tied(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut spawned = self.spawned.lock();
+        while spawned.try_join_next().is_some() {}
+        spawned.spawn(task);
     }
 
     /// This node's configuration.
@@ -193,7 +210,9 @@ impl Engine {
                 let slot = self.slot(tid)?;
                 let read = self.read_in(&slot, keys).await;
                 if let Err(e) = &read {
-                    if e.dooms_transaction() {
+                    let regressed =
+                        self.config.regression == Some(super::Regression::FailedReadsCommit);
+                    if e.dooms_transaction() && !regressed {
                         warn!(tid = %tid, error = %e, "read failed; the transaction can only abort");
                         slot.lock().doom(e.to_string());
                         self.metrics.txn_doomed.inc();

@@ -32,7 +32,6 @@ impl Engine {
     /// A clustered node that does not know the watermark yet (it just
     /// started and has not heard from every peer) drops nothing.
     pub async fn collect_garbage(&self) -> usize {
-        let min_start = self.min_running_start_seq();
         let below = if self.config.clustered {
             match self.global_watermark.get().and_then(|w| w()) {
                 Some(watermark) => Some(watermark),
@@ -41,6 +40,17 @@ impl Engine {
         } else {
             None
         };
+        self.collect_below(below).await
+    }
+
+    /// The regression [`super::Regression::RestartCollectsAlone`]: a pass as
+    /// if this node were the only one.
+    pub(crate) async fn collect_alone(&self) -> usize {
+        self.collect_below(None).await
+    }
+
+    async fn collect_below(&self, below: Option<u64>) -> usize {
+        let min_start = self.min_running_start_seq();
         let outcome = self.index.collect(min_start, below);
         for dropped in &outcome.dropped {
             self.cache.remove(&VersionedKey {
@@ -241,6 +251,8 @@ impl Engine {
             })
             .map(|(tid, _)| Arc::clone(tid))
             .collect();
+        let mut expired = expired;
+        expired.sort();
         for tid in &expired {
             warn!(tid = %tid, "transaction lease expired; aborting");
             self.finish(

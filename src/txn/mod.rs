@@ -22,7 +22,7 @@ mod remote;
 mod transaction;
 
 pub use background::BackgroundTasks;
-pub use config::EngineConfig;
+pub use config::{EngineConfig, Regression};
 pub use engine::{Engine, ReadValue, Started, WatermarkFn};
 pub use error::TxnError;
 pub use outcome::{Outcome, OutcomeLog};
@@ -66,6 +66,7 @@ impl Engine {
             pending_deletes: Mutex::new(Vec::new()),
             global_watermark: std::sync::OnceLock::new(),
             suspected_orphans: Mutex::new(Default::default()),
+            spawned: Mutex::new(tokio::task::JoinSet::new()),
             abort_markers: Mutex::new(Default::default()),
         });
         if let Some(remote) = remote {

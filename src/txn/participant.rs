@@ -111,7 +111,7 @@ impl Engine {
                 return Err(TxnError::storage(tid, e));
             }
         }
-        crate::failpoint::hit("prepare.after_data");
+        self.failpoint("prepare.after_data").await;
         slot.lock().phase = Phase::Prepared {
             at: Instant::now(),
             keys: keys.clone(),
@@ -204,6 +204,9 @@ impl Engine {
             .filter(|(_, slot)| matches!(&slot.lock().phase, Phase::Prepared { at, .. } if at.elapsed() > overdue_after))
             .map(|(tid, _)| Arc::clone(tid))
             .collect();
+        // In a fixed order: a simulation replays the same storage calls.
+        let mut overdue = overdue;
+        overdue.sort();
         let mut settled = 0;
         for tid in overdue {
             let decision = match self.read_decision(&tid).await {

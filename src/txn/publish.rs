@@ -38,10 +38,14 @@ pub(crate) struct Publication {
 
 impl Engine {
     /// Publishes in the background (failures are counted and left to the sweep).
-    pub(crate) fn spawn_publication(&self, publication: Publication) {
+    pub(crate) fn spawn_publication(&self, mut publication: Publication) {
+        if self.config.regression == Some(super::Regression::UnpublishedParticipantWrites) {
+            let known = publication.known.keys().cloned().collect::<Vec<_>>();
+            publication.meta.write_set = known.into();
+        }
         let storage = Arc::clone(&self.storage);
         let metrics = self.metrics.clone();
-        tokio::spawn(async move {
+        self.spawn_tied(async move {
             if let Err(e) = publish(storage.as_ref(), &publication).await {
                 metrics.publish_failures.inc();
                 warn!(tid = %publication.meta.tid, error = %e,
@@ -57,6 +61,9 @@ impl Engine {
     /// the intent was written) is fenced with an abort marker, then dropped.
     /// Returns how many publications it finished.
     pub async fn sweep_publications(&self) -> usize {
+        if self.config.regression == Some(super::Regression::UnpublishedParticipantWrites) {
+            return 0;
+        }
         let keys = match self.storage.scan_prefix(INTENT_PREFIX).await {
             Ok(keys) if keys.is_empty() => return 0,
             Ok(keys) => keys,

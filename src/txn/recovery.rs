@@ -57,7 +57,11 @@ impl Engine {
             commits = installed,
             "recovered the committed-version index from storage"
         );
-        self.collect_garbage().await;
+        if self.config.regression == Some(super::Regression::RestartCollectsAlone) {
+            self.collect_alone().await;
+        } else {
+            self.collect_garbage().await;
+        }
         Ok(installed)
     }
 
