@@ -6,13 +6,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::codec::{commit_to_proto, state_from_proto};
+use super::codec::{commit_to_proto, state_from_proto, version_of};
 use super::membership::Membership;
 use super::transport::Transport;
 use super::PeerError;
 use crate::meta::CommitMeta;
 use crate::proto::peer::{peer_envelope::Body, Decide, FetchTransaction, Prepare, ReadBuffered};
-use crate::txn::{Remote, TxnError, UpstreamState};
+use crate::txn::{PreparedVote, Remote, TxnError, UpstreamState};
 
 /// Calls other sidecars on behalf of the engine.
 pub struct PeerClient {
@@ -102,14 +102,17 @@ impl Remote for PeerClient {
         tid: &str,
         timestamp: u64,
         exclude: &[String],
-    ) -> Result<Vec<String>, TxnError> {
+    ) -> Result<PreparedVote, TxnError> {
         let body = Body::Prepare(Prepare {
             tid: tid.to_string(),
             commit_timestamp: timestamp,
             exclude_keys: exclude.to_vec(),
         });
         match self.call(tid, node, body, self.prepare_timeout).await? {
-            Body::PrepareVote(vote) if vote.ok => Ok(vote.written_keys),
+            Body::PrepareVote(vote) if vote.ok => Ok(PreparedVote {
+                reads: vote.reads.iter().map(version_of).collect(),
+                keys: vote.written_keys,
+            }),
             Body::PrepareVote(vote) => Err(TxnError::Peer {
                 tid: tid.to_string(),
                 peer: node.to_string(),

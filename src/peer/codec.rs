@@ -22,7 +22,8 @@ pub fn envelope(correlation_id: u64, sender: &str, body: Body) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn key_version(key: &str, version: &Version) -> KeyVersion {
+/// A key at a version, as a message.
+pub fn key_version(key: &str, version: &Version) -> KeyVersion {
     KeyVersion {
         key: key.to_string(),
         writer_tid: version.tid.to_string(),
@@ -30,7 +31,8 @@ fn key_version(key: &str, version: &Version) -> KeyVersion {
     }
 }
 
-fn version_of(kv: &KeyVersion) -> (String, Version) {
+/// A key at a version, from a message.
+pub fn version_of(kv: &KeyVersion) -> (String, Version) {
     (
         kv.key.clone(),
         Version::new(kv.writer_timestamp, kv.writer_tid.as_str()),

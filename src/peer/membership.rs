@@ -6,7 +6,7 @@
 //! learn about each other from static seeds, DNS discovery, and the member
 //! lists carried in heartbeats. A restarted node simply heartbeats again.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,7 +25,8 @@ struct Member {
 #[derive(Debug)]
 pub struct Membership {
     me: String,
-    members: Mutex<HashMap<String, Member>>,
+    /// By address (ordered: every listing comes in the same order).
+    members: Mutex<BTreeMap<String, Member>>,
     dead_after: Duration,
     started: Instant,
 }
@@ -35,7 +36,7 @@ impl Membership {
     pub fn new(me: &str, seeds: &[String], dead_after: Duration) -> Self {
         let membership = Membership {
             me: me.to_string(),
-            members: Mutex::new(HashMap::new()),
+            members: Mutex::new(BTreeMap::new()),
             dead_after,
             started: Instant::now(),
         };

@@ -161,10 +161,11 @@ impl PeerNode {
         }));
         {
             let membership = Arc::clone(&membership);
-            let local = Arc::clone(&engine);
+            // Weak: the engine holds this closure.
+            let local = Arc::downgrade(&engine);
             let margin = config.dead_after * 4;
             engine.set_global_watermark(Arc::new(move || {
-                let mine = local.local_gc_watermark(margin);
+                let mine = local.upgrade()?.local_gc_watermark(margin);
                 let theirs = membership.peer_watermark()?;
                 Some(theirs.map_or(mine, |theirs| theirs.min(mine)))
             }));

@@ -77,10 +77,15 @@ impl Service {
                     .prepare(&req.tid, req.commit_timestamp, &req.exclude_keys)
                     .await
                 {
-                    Ok(keys) => Body::PrepareVote(PrepareVote {
+                    Ok(vote) => Body::PrepareVote(PrepareVote {
                         ok: true,
-                        written_keys: keys,
+                        written_keys: vote.keys,
                         reason: String::new(),
+                        reads: vote
+                            .reads
+                            .iter()
+                            .map(|(k, v)| super::codec::key_version(k, v))
+                            .collect(),
                     }),
                     Err(e) => {
                         warn!(tid = %req.tid, peer = %sender, error = %e, "voting no");
@@ -88,6 +93,7 @@ impl Service {
                             ok: false,
                             written_keys: Vec::new(),
                             reason: e.to_string(),
+                            reads: Vec::new(),
                         })
                     }
                 },

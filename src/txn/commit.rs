@@ -42,6 +42,8 @@ use crate::meta::{CommitMeta, Version, VersionedKey};
 struct CommitPlan {
     /// This node's buffered writes.
     local: BTreeMap<String, Bytes>,
+    /// What the transaction read on this node (with its upstream chain).
+    reads: HashMap<String, Version>,
     /// Every other node of the DAG (the participants) -> keys it must not
     /// persist (the DAG's latest write of those keys is elsewhere).
     participants: BTreeMap<String, Vec<String>>,
@@ -72,6 +74,7 @@ impl CommitPlan {
         }
         CommitPlan {
             local,
+            reads: HashMap::new(),
             participants,
         }
     }
@@ -92,6 +95,8 @@ enum AbortReason {
     /// The commit took so long that participants may give up on it; writing
     /// its record now could race their abort markers.
     TooSlow(Duration),
+    /// The reads of the DAG's branches are not read-atomic together.
+    Inconsistent(String),
 }
 
 impl fmt::Display for AbortReason {
@@ -102,6 +107,7 @@ impl fmt::Display for AbortReason {
             AbortReason::Fenced => {
                 write!(f, "a participant gave up waiting and aborted the commit")
             }
+            AbortReason::Inconsistent(why) => write!(f, "{why}"),
             AbortReason::TooSlow(took) => write!(
                 f,
                 "the commit took {took:?} before its commit point; aborted rather than race participants"
@@ -172,7 +178,9 @@ impl Engine {
                 (Phase::Running, None) => {
                     txn.phase = Phase::Committing;
                     let local = std::mem::take(&mut txn.writes);
-                    Next::Commit(CommitPlan::new(local, &txn.upstream_writes, others))
+                    let mut plan = CommitPlan::new(local, &txn.upstream_writes, others);
+                    plan.reads = txn.reads.clone();
+                    Next::Commit(plan)
                 }
             }
         };
@@ -226,6 +234,11 @@ impl Engine {
     }
 
     /// Waits for a concurrent commit of `tid` to finish.
+    /// Waits for a concurrent commit of `tid` (here, or by a coordinator
+    /// this node is prepared for) to finish. If it does not in time, the
+    /// answer comes from storage, as for a transaction unknown here: the
+    /// record if it landed, else an abort marker claimed now (so the answer
+    /// ABORTED stays true).
     async fn await_outcome(&self, tid: &str) -> Outcome {
         let deadline = Instant::now() + self.config.decision_timeout + self.config.storage_timeout;
         loop {
@@ -233,9 +246,7 @@ impl Engine {
                 return outcome;
             }
             if Instant::now() > deadline {
-                return Outcome::Aborted {
-                    reason: "commit still in progress".into(),
-                };
+                return self.settle_unknown(tid, &[]).await;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -284,11 +295,26 @@ impl Engine {
             written: Vec::new(),
         };
         // Step 1.
-        let remote_keys = self
+        let (remote_keys, remote_reads) = self
             .prepare_participants(tid, timestamp, plan)
             .await
             .map_err(|e| failed(AbortReason::Participant(e)))?;
         self.failpoint("commit.after_prepare").await;
+        if !remote_reads.is_empty() {
+            // Branches that ran side by side meet here: their reads must be
+            // read-atomic together, or the DAG cannot commit.
+            let mut reads = plan.reads.clone();
+            let conflicts = super::read_rule::merge_reads(&mut reads, remote_reads);
+            if !conflicts.is_empty() {
+                return Err(failed(AbortReason::Inconsistent(format!(
+                    "branches of the DAG read {} at different versions",
+                    conflicts.join(", ")
+                ))));
+            }
+            self.check_reads_together(&reads)
+                .await
+                .map_err(|why| failed(AbortReason::Inconsistent(why)))?;
+        }
         write_set.extend(remote_keys);
         write_set.sort();
         write_set.dedup();
@@ -319,7 +345,11 @@ impl Engine {
         ));
         // Step 3: the commit point, unless the commit has run so long that a
         // participant or a sweep may fence it any moment.
-        if started.elapsed() > self.record_deadline(!plan.participants.is_empty()) {
+        let ignores_deadline =
+            self.config.regression == Some(super::Regression::CoordinatorIgnoresDeadline);
+        if started.elapsed() > self.record_deadline(!plan.participants.is_empty())
+            && !ignores_deadline
+        {
             return Err(failed(AbortReason::TooSlow(started.elapsed())));
         }
         self.failpoint("commit.before_data").await;
@@ -514,15 +544,16 @@ impl Engine {
         }
     }
 
-    /// Phase one on every participant, concurrently. Returns the keys they persisted.
+    /// Phase one on every participant, concurrently. Returns the keys they
+    /// persisted and what the transaction read on them.
     async fn prepare_participants(
         &self,
         tid: &str,
         timestamp: u64,
         plan: &CommitPlan,
-    ) -> Result<Vec<String>, TxnError> {
+    ) -> Result<(Vec<String>, Vec<(String, Version)>), TxnError> {
         if plan.participants.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let Some(remote) = self.remote.get() else {
             return Err(TxnError::Peer {
@@ -547,9 +578,13 @@ impl Engine {
             tasks.spawn(async move { remote.prepare(&node, &tid, timestamp, &exclude).await });
         }
         let mut written = Vec::new();
+        let mut reads = Vec::new();
         while let Some(result) = tasks.join_next().await {
             match result {
-                Ok(Ok(keys)) => written.extend(keys),
+                Ok(Ok(vote)) => {
+                    written.extend(vote.keys);
+                    reads.extend(vote.reads);
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(join) => {
                     return Err(TxnError::Peer {
@@ -560,7 +595,7 @@ impl Engine {
                 }
             }
         }
-        Ok(written)
+        Ok((written, reads))
     }
 
     /// Tells every participant the outcome (best effort: a participant that

@@ -72,6 +72,10 @@ pub enum Regression {
     RestartCollectsAlone,
     /// A read that fails leaves its transaction free to commit.
     FailedReadsCommit,
+    /// A coordinator writes its commit record however long its commit has
+    /// taken (racing participants' abort markers where writes are not
+    /// conditional).
+    CoordinatorIgnoresDeadline,
 }
 
 impl Default for EngineConfig {

@@ -79,6 +79,9 @@ pub struct Engine {
     /// Tasks the engine spawned on its own (publications): they stop when
     /// the engine is dropped, as they would with the process.
     pub(crate) spawned: Mutex<tokio::task::JoinSet<()>>,
+    /// When a read last began a catch-up scan of the commit records (held
+    /// across that scan, so concurrent readers wait for one scan).
+    pub(crate) last_catch_up: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -359,7 +362,21 @@ impl Engine {
                 Ok(())
             }
             (Ok(state), Some(slot)) => {
-                slot.lock().merge_upstream(state, upstream);
+                let conflicts = slot.lock().merge_upstream(state, upstream);
+                let verdict = if conflicts.is_empty() {
+                    let reads = slot.lock().reads.clone();
+                    self.check_reads_together(&reads).await
+                } else {
+                    Err(format!(
+                        "branches of the DAG read {} at different versions",
+                        conflicts.join(", ")
+                    ))
+                };
+                if let Err(reason) = verdict {
+                    warn!(tid = %tid, %reason, "fan-in found the DAG's reads inconsistent; it can only abort");
+                    slot.lock().doom(reason);
+                    self.metrics.txn_doomed.inc();
+                }
                 Ok(())
             }
             (Err(err), Some(slot)) => {
@@ -373,6 +390,42 @@ impl Engine {
                 self.register_failed(tid, &err);
                 Err(err)
             }
+        }
+    }
+
+    /// Checks that `reads` (gathered from several branches of a DAG) are
+    /// read-atomic together; `Err` says why not. Versions this node does not
+    /// know are learned from their commit records first; one that cannot be
+    /// learned fails the check (the DAG could not be shown consistent).
+    pub(crate) async fn check_reads_together(
+        &self,
+        reads: &HashMap<String, crate::meta::Version>,
+    ) -> Result<(), String> {
+        let unknown: Vec<&str> = reads
+            .values()
+            .filter(|v| !v.is_base() && !self.index.contains_txn(&v.tid))
+            .map(|v| &*v.tid)
+            .collect();
+        if !unknown.is_empty() {
+            self.learn_from_records(&unknown)
+                .await
+                .map_err(|e| format!("cannot check the DAG's reads together: {e}"))?;
+        }
+        let view = self.index.view();
+        if let Some(v) = reads
+            .values()
+            .find(|v| !v.is_base() && view.txn(&v.tid).is_none())
+        {
+            return Err(format!(
+                "cannot check the DAG's reads together: version {v} is no longer known"
+            ));
+        }
+        match super::read_rule::find_fracture(&view, reads) {
+            None => Ok(()),
+            Some(f) => Err(format!(
+                "the DAG's branches read {} at {} but also a version {} that supersedes it",
+                f.key, f.read, f.newer
+            )),
         }
     }
 

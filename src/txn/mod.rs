@@ -29,7 +29,7 @@ pub use outcome::{Outcome, OutcomeLog};
 pub use record::{
     decode_commit_record, decode_decision, decode_intent, Decision, COMMIT_RECORD_FORMAT,
 };
-pub use remote::{Remote, UpstreamState};
+pub use remote::{PreparedVote, Remote, UpstreamState};
 pub use transaction::{Phase, Transaction};
 
 use std::collections::HashMap;
@@ -67,6 +67,7 @@ impl Engine {
             global_watermark: std::sync::OnceLock::new(),
             suspected_orphans: Mutex::new(Default::default()),
             spawned: Mutex::new(tokio::task::JoinSet::new()),
+            last_catch_up: tokio::sync::Mutex::new(None),
             abort_markers: Mutex::new(Default::default()),
         });
         if let Some(remote) = remote {

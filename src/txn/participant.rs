@@ -13,7 +13,7 @@ use super::engine::Engine;
 use super::keys::data_key_for_tid;
 use super::outcome::Outcome;
 use super::record::Decision;
-use super::remote::UpstreamState;
+use super::remote::{PreparedVote, UpstreamState};
 use super::transaction::Phase;
 use super::TxnError;
 use crate::meta::CommitMeta;
@@ -63,7 +63,8 @@ impl Engine {
 
     /// Phase one of a commit coordinated elsewhere: persists what `tid`
     /// buffered here, except `exclude`, at its version keys; returns the keys
-    /// written. The transaction then waits here, prepared, for the decision.
+    /// written and what the transaction read here. The transaction then
+    /// waits here, prepared, for the decision.
     /// An unknown or doomed transaction votes no (this node lost its buffer,
     /// or one of its reads here could not be answered).
     pub async fn prepare(
@@ -71,13 +72,21 @@ impl Engine {
         tid: &str,
         timestamp: u64,
         exclude: &[String],
-    ) -> Result<Vec<String>, TxnError> {
+    ) -> Result<PreparedVote, TxnError> {
         self.clock.observe(timestamp);
         let slot = self.slot(tid)?;
-        let (keys, entries): (Vec<String>, Vec<crate::storage::Entry>) = {
+        let reads_of = |txn: &super::transaction::Transaction| -> Vec<(String, crate::meta::Version)> {
+            txn.reads.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let (keys, entries, reads): (Vec<String>, Vec<crate::storage::Entry>, _) = {
             let mut txn = slot.lock();
             match &txn.phase {
-                Phase::Prepared { keys, .. } => return Ok(keys.clone()),
+                Phase::Prepared { keys, .. } => {
+                    return Ok(PreparedVote {
+                        keys: keys.clone(),
+                        reads: reads_of(&txn),
+                    })
+                }
                 Phase::Running => {
                     if let Some(reason) = &txn.doomed {
                         return Err(TxnError::Failed {
@@ -99,11 +108,13 @@ impl Engine {
                 }
             }
             txn.phase = Phase::Committing;
-            txn.writes
+            let (keys, entries) = txn
+                .writes
                 .iter()
                 .filter(|(k, _)| !exclude.contains(k))
                 .map(|(k, v)| (k.clone(), (data_key_for_tid(tid, k), v.to_vec())))
-                .unzip()
+                .unzip();
+            (keys, entries, reads_of(&txn))
         };
         if !entries.is_empty() {
             if let Err(e) = self.storage.put_many(&entries).await {
@@ -117,7 +128,7 @@ impl Engine {
             keys: keys.clone(),
         };
         debug!(tid = %tid, keys = keys.len(), "prepared");
-        Ok(keys)
+        Ok(PreparedVote { keys, reads })
     }
 
     /// Phase two: the coordinator's decision. A commit is installed (if
@@ -197,19 +208,33 @@ impl Engine {
     /// otherwise this node claims the decision key with an abort marker, so
     /// the coordinator can no longer commit, and aborts. Returns how many settled.
     pub async fn settle_prepared(&self, overdue_after: std::time::Duration) -> usize {
-        let overdue: Vec<Arc<str>> = self
+        // (tid, whether it persisted anything here)
+        let overdue: Vec<(Arc<str>, bool)> = self
             .txns
             .lock()
             .iter()
-            .filter(|(_, slot)| matches!(&slot.lock().phase, Phase::Prepared { at, .. } if at.elapsed() > overdue_after))
-            .map(|(tid, _)| Arc::clone(tid))
+            .filter_map(|(tid, slot)| match &slot.lock().phase {
+                Phase::Prepared { at, keys } if at.elapsed() > overdue_after => {
+                    Some((Arc::clone(tid), !keys.is_empty()))
+                }
+                _ => None,
+            })
             .collect();
         // In a fixed order: a simulation replays the same storage calls.
         let mut overdue = overdue;
         overdue.sort();
         let mut settled = 0;
-        for tid in overdue {
+        for (tid, persisted) in overdue {
             let decision = match self.read_decision(&tid).await {
+                // A participant that persisted nothing has nothing to fence:
+                // the commit can go on without it (a read-only DAG commits
+                // with no record at all). It just lets go of the transaction.
+                Ok(Decision::Undecided) if !persisted => {
+                    self.txns.lock().remove(&tid);
+                    info!(tid = %tid, "released a prepared transaction that wrote nothing here");
+                    settled += 1;
+                    continue;
+                }
                 Ok(Decision::Undecided) => self.claim_abort(&tid).await,
                 other => other,
             };

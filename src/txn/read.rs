@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::engine::{Engine, ReadValue, TxnSlot};
 use super::keys::{data_key, decode_base, key_marker};
@@ -50,15 +50,24 @@ impl Engine {
     ) -> Result<Vec<ReadValue>, TxnError> {
         let tid = slot.lock().id.to_string();
         let mut prefetched = self.learn_unknown_keys(slot, &tid, keys).await?;
+        let started = tokio::time::Instant::now();
         let plans = match self.plan_reads(slot, keys) {
             Err(TxnError::NoConsistentVersion { key, .. }) => {
-                // The lower bound names a commit this node has not heard of
-                // yet (gossip lag): learn it from its commit record, retry once.
+                // A version the rule needs is one this node has not heard of
+                // (gossip lag). If the lower bound names it, learn that
+                // commit from its record; otherwise (an older version that a
+                // newer, excluded one hides) learn every commit in storage.
                 let bound = slot.lock().lower.get(&key).cloned();
                 if let Some(version) = bound {
                     self.fetch_commit(&version).await?;
                 }
-                self.plan_reads(slot, keys)?
+                match self.plan_reads(slot, keys) {
+                    Err(TxnError::NoConsistentVersion { .. }) => {
+                        self.catch_up_from_storage(started).await?;
+                        self.plan_reads(slot, keys)?
+                    }
+                    other => other?,
+                }
             }
             other => other?,
         };
@@ -127,6 +136,20 @@ impl Engine {
                 value,
             })
             .collect())
+    }
+
+    /// Learns every commit record in storage, unless a scan that began
+    /// after `since` already did (concurrent readers share one scan).
+    async fn catch_up_from_storage(&self, since: tokio::time::Instant) -> Result<(), TxnError> {
+        let mut last = self.last_catch_up.lock().await;
+        if last.is_some_and(|at| at >= since) {
+            return Ok(());
+        }
+        let began = tokio::time::Instant::now();
+        let learned = self.learn_from_storage().await?;
+        *last = Some(began);
+        debug!(learned, "a read caught up from the commit records in storage");
+        Ok(())
     }
 
     /// For the keys of a request this node knows no committed version of,

@@ -10,7 +10,10 @@
 //!   than `v`.
 //!
 //! Own buffered writes and repeated reads are handled by the caller before
-//! this rule runs. The scan walks versions from the newest down and stops
+//! this rule runs. Branches of a DAG that run side by side on different
+//! nodes each follow the rule on their own; where they meet (a function
+//! that continues from several, and the commit) [`find_fracture`] checks
+//! their reads together. The scan walks versions from the newest down and stops
 //! at the lower bound (found by binary search), so a read costs O(log n)
 //! plus the versions it must skip, each checked in O(write set).
 
@@ -83,4 +86,64 @@ pub fn record_read(
             }
         }
     }
+}
+
+/// A pair of reads that is not read-atomic: `older` was read at a version
+/// older than `newer`'s, whose transaction also wrote `older`'s key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fracture {
+    /// The key read too old.
+    pub key: String,
+    /// The version of it that was read.
+    pub read: Version,
+    /// The newer version read of another key, whose transaction wrote `key` too.
+    pub newer: Version,
+}
+
+/// Checks a whole read set at once (the reads of several branches of a
+/// DAG): for every version read, every other key its transaction wrote that
+/// was also read must have been read at that version or newer. The index
+/// must know the write set of every version read (callers learn the
+/// missing ones first). Returns the first violation found.
+pub fn find_fracture(index: &IndexView<'_>, reads: &HashMap<String, Version>) -> Option<Fracture> {
+    for (read_key, version) in reads {
+        if version.is_base() {
+            continue;
+        }
+        for other in index.write_set(&version.tid) {
+            if other == read_key {
+                continue;
+            }
+            if let Some(read) = reads.get(other) {
+                if read < version {
+                    return Some(Fracture {
+                        key: other.clone(),
+                        read: read.clone(),
+                        newer: version.clone(),
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Merges `incoming` reads into `reads`: returns the keys read at two
+/// different versions (the DAG's branches saw different versions of them).
+pub fn merge_reads(
+    reads: &mut HashMap<String, Version>,
+    incoming: impl IntoIterator<Item = (String, Version)>,
+) -> Vec<String> {
+    let mut conflicts = Vec::new();
+    for (key, version) in incoming {
+        match reads.get(&key) {
+            Some(existing) if *existing != version => conflicts.push(key),
+            Some(_) => {}
+            None => {
+                reads.insert(key, version);
+            }
+        }
+    }
+    conflicts.sort();
+    conflicts
 }

@@ -142,7 +142,11 @@ impl Engine {
             .get(&key)
             .await
             .map_err(|e| TxnError::storage(tid, e))?;
-        decision_of(&key, stored)
+        let decision = decision_of(&key, stored)?;
+        if decision == Decision::Aborted {
+            self.note_abort_markers(vec![tid.to_string()]);
+        }
+        Ok(decision)
     }
 
     /// The decisions of many transactions in one storage round trip.
@@ -170,6 +174,9 @@ impl Engine {
             .await
             .map_err(|e| TxnError::storage(tid, e))?;
         if claimed {
+            // The orphan sweep deletes it once old (nothing else would on a
+            // node without peers, whose storage is never scanned).
+            self.note_abort_markers(vec![tid.to_string()]);
             return Ok(Decision::Aborted);
         }
         match self.read_decision(tid).await? {

@@ -45,6 +45,16 @@ impl UpstreamState {
     }
 }
 
+/// A participant's vote for a commit: what it persisted and what the
+/// transaction read there.
+#[derive(Debug, Clone, Default)]
+pub struct PreparedVote {
+    /// The keys it persisted (durable when the vote arrives).
+    pub keys: Vec<String>,
+    /// Its read set: key -> version read.
+    pub reads: Vec<(String, Version)>,
+}
+
 /// Calls to other sidecars that the engine needs. Every call has a timeout
 /// and fails with [`TxnError::Peer`] naming the peer.
 #[async_trait]
@@ -61,15 +71,15 @@ pub trait Remote: Send + Sync + 'static {
     ) -> Result<Option<Bytes>, TxnError>;
 
     /// Asks `node` to persist the values `tid` buffered there, except for
-    /// `exclude` (phase one of the commit). Returns the keys it persisted;
-    /// `Ok` means they are durable.
+    /// `exclude` (phase one of the commit). Returns the keys it persisted
+    /// (`Ok` means they are durable) and what the transaction read there.
     async fn prepare(
         &self,
         node: &str,
         tid: &str,
         timestamp: u64,
         exclude: &[String],
-    ) -> Result<Vec<String>, TxnError>;
+    ) -> Result<PreparedVote, TxnError>;
 
     /// Tells `node` how `tid` ended: `Some(commit)` = committed (with the
     /// whole transaction's metadata), `None` = aborted.

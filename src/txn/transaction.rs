@@ -136,8 +136,10 @@ impl Transaction {
     /// Merges the state of another upstream branch of the DAG (fan-in):
     /// its buffered keys (this node's own writes win), its reads and lower
     /// bounds where this node has none (the newer bound wins), its upstream
-    /// nodes, the older start time, and a failure of that branch.
-    pub fn merge_upstream(&mut self, state: super::UpstreamState, upstream: &str) {
+    /// nodes, the older start time, and a failure of that branch. Returns
+    /// the keys the two branches read at different versions (the caller
+    /// dooms the transaction if there are any).
+    pub fn merge_upstream(&mut self, state: super::UpstreamState, upstream: &str) -> Vec<String> {
         self.start_ts = self.start_ts.min(state.start_ts);
         if let Some(reason) = state.doomed {
             self.doom(reason);
@@ -147,9 +149,7 @@ impl Transaction {
                 self.upstream_writes.entry(key).or_insert(node);
             }
         }
-        for (key, version) in state.reads {
-            self.reads.entry(key).or_insert(version);
-        }
+        let conflicts = super::read_rule::merge_reads(&mut self.reads, state.reads);
         for (key, version) in state.lower {
             match self.lower.get_mut(&key) {
                 Some(bound) if *bound >= version => {}
@@ -169,5 +169,6 @@ impl Transaction {
             }
         }
         self.last_active = Instant::now();
+        conflicts
     }
 }

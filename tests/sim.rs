@@ -1,0 +1,396 @@
+//! Deterministic simulation of an aft-sidecar cluster.
+//!
+//! N nodes (1 to 50) run the real transaction engine (`src/txn/`) over a
+//! simulated store, network and clocks, on one single-threaded tokio
+//! runtime with paused time: virtual time advances only when every task
+//! waits, so ten minutes of cluster time take seconds, and a run is a pure
+//! function of its seed. Each seed picks a workload (DAGs of 1-4 functions
+//! over 1-4 nodes) and a fault mix (crashes at failpoints, between storage
+//! or peer calls and at random moments; pauses longer than every timeout;
+//! partitions; storage outages, errors and stalls; lost and duplicated
+//! messages; clock jumps; executors that vanish mid-DAG), then checks what
+//! must hold (`sim/checks.rs`).
+//!
+//! - `cargo test --release -p aft-core --test sim`: the CI run (2,000 seeds
+//!   by default; `AFT_SIM_SEEDS=100000` for a longer one, `AFT_SIM_BASE` to
+//!   pick the first seed).
+//! - A failing seed prints the one command that replays it, with the trace
+//!   of events that led to the violation.
+//! - `AFT_SIM_REGRESSION=<bug>` puts a fixed bug back; the `finds_*` tests
+//!   show how many seeds the simulation needs to find each one.
+
+#[path = "sim/checks.rs"]
+mod checks;
+#[path = "sim/clock.rs"]
+mod clock;
+#[path = "sim/faults.rs"]
+mod faults;
+#[path = "sim/net.rs"]
+mod net;
+#[path = "sim/store.rs"]
+mod store;
+#[path = "sim/workload.rs"]
+mod workload;
+#[path = "sim/world.rs"]
+mod world;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant as WallInstant};
+
+use aft::txn::Regression;
+use parking_lot::Mutex;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use workload::{Recorded, Workload};
+use world::{Counters, FaultMix, SimConfig, TraceLine, World};
+
+/// What one seed produced.
+struct SeedResult {
+    cfg: SimConfig,
+    violations: Vec<String>,
+    trace: Vec<TraceLine>,
+    dags: usize,
+    committed: usize,
+    counters: Counters,
+    /// Versions and committed transactions each node's index held at the
+    /// end of the run phase (before the final GC), averaged over nodes.
+    index_entries: (f64, f64),
+}
+
+fn run_seed(cfg: SimConfig) -> SeedResult {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime for the simulation");
+    runtime.block_on(simulate(cfg))
+}
+
+async fn simulate(cfg: SimConfig) -> SeedResult {
+    let (world, crashes) = World::new(cfg.clone());
+    tokio::spawn(Arc::clone(&world).serve_crash_requests(crashes));
+    for node in 0..cfg.nodes {
+        world.boot(node);
+    }
+    while (0..cfg.nodes).any(|n| world.engine(n).is_none()) {
+        sleep(Duration::from_millis(10)).await;
+    }
+    let workload = Arc::new(Workload {
+        world: Arc::clone(&world),
+        keys: (0..cfg.keys).map(|i| format!("k{i}")).collect(),
+        recorded: Mutex::new(Recorded::default()),
+    });
+    workload.commit_initial(0).await;
+    // Every node learns the initial commit and every peer's watermark.
+    sleep(Duration::from_secs(3)).await;
+
+    let mut violations = Vec::new();
+    let until = Instant::now() + cfg.run;
+    world.faults.lock().active = true;
+    world.trace(format!("run starts: {:?}", cfg.faults));
+    let injector = tokio::spawn(faults::inject(Arc::clone(&world), until));
+    let executors: Vec<_> = (0..cfg.executors)
+        .map(|_| tokio::spawn(Arc::clone(&workload).executor(until)))
+        .collect();
+    let reader = tokio::spawn(Arc::clone(&workload).outside_reader(until));
+    sleep_until(until).await;
+    let index_entries = average_index(&world);
+    world.heal();
+    let _ = injector.await;
+    let _ = reader.await;
+    let deadline = Instant::now() + Duration::from_secs(30 * 60);
+    for executor in executors {
+        if tokio::time::timeout_at(deadline, executor).await.is_err() {
+            violations.push("an executor never got its answers back".to_string());
+        }
+    }
+    // GC waits for every node's clock to pass a superseding commit's
+    // timestamp (plus a margin): clocks that jumped make that longer.
+    let drift = world
+        .nodes
+        .iter()
+        .map(|n| n.clock.offset_micros().unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    let mut recorded = std::mem::take(&mut *workload.recorded.lock());
+    checks::resolve_outcomes(&world, &mut recorded, &mut violations);
+    world.trace("executors done; settling");
+    sleep(cfg.settle + Duration::from_micros(drift)).await;
+    violations.extend(checks::check_all(&world, &mut recorded));
+    let dags = recorded.history.len();
+    let committed = recorded
+        .history
+        .iter()
+        .filter(|t| t.status == aft::history::Status::Committed)
+        .count();
+    let counters = world.counters.lock().clone();
+    SeedResult {
+        cfg,
+        violations,
+        trace: world.trace_lines(),
+        dags,
+        committed,
+        counters,
+        index_entries,
+    }
+}
+
+fn average_index(world: &World) -> (f64, f64) {
+    let mut versions = 0.0;
+    let mut txns = 0.0;
+    let mut up = 0.0;
+    for node in 0..world.nodes.len() {
+        if let Some((engine, _)) = world.engine(node) {
+            versions += engine.index().size().1 as f64;
+            txns += engine.commits_since(0).len() as f64;
+            up += 1.0;
+        }
+    }
+    if up == 0.0 {
+        return (0.0, 0.0);
+    }
+    (versions / up, txns / up)
+}
+
+/// The failure report of a seed: the replay command, the violations, and
+/// the trace around them.
+fn report(result: &SeedResult) -> String {
+    let mut out = format!(
+        "seed {} on {} node(s){} violated {} rule(s)\nreplay: {}\n",
+        result.cfg.seed,
+        result.cfg.nodes,
+        if result.cfg.anna { " (anna mode)" } else { "" },
+        result.violations.len(),
+        result.cfg.replay_command()
+    );
+    for v in result.violations.iter().take(10) {
+        out.push_str(&format!("  - {v}\n"));
+    }
+    // Trace lines that mention the transactions in the first violations,
+    // then the last lines of the run phase.
+    let tids: Vec<&str> = result
+        .violations
+        .iter()
+        .take(3)
+        .flat_map(|v| v.split(|c: char| !(c.is_ascii_hexdigit() || c == '-')))
+        .filter(|w| w.len() == 36)
+        .collect();
+    out.push_str("trace (virtual ms):\n");
+    let related: Vec<&TraceLine> = result
+        .trace
+        .iter()
+        .filter(|(_, l)| {
+            tids.iter().any(|t| l.contains(t))
+                || l.contains("crash")
+                || l.contains("paused")
+                || l.contains("partition")
+                || l.contains("storage")
+                || l.contains("clock")
+                || l.contains("VIOLATION")
+                || l.contains(" up ")
+        })
+        .collect();
+    for (at, line) in related.iter().rev().take(120).rev() {
+        out.push_str(&format!("  {at:>8} {line}\n"));
+    }
+    out
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The cluster size and mode of the `i`-th seed of a run: mostly small
+/// clusters (where DAGs span every node), some up to 50 nodes.
+fn shape_of(i: u64) -> (usize, bool) {
+    let nodes = match i % 100 {
+        0..=11 => 1,
+        12..=39 => 2,
+        40..=69 => 3,
+        70..=84 => 4,
+        85..=93 => 5,
+        94..=98 => 8,
+        _ if i % 1000 == 999 => 50,
+        _ => 16,
+    };
+    (nodes, i % 5 == 4)
+}
+
+/// Runs `count` seeds from `base` on every core; returns the failures and
+/// the number of DAGs run.
+fn run_many(base: u64, count: u64, configure: impl Fn(u64) -> SimConfig + Sync) -> (Vec<SeedResult>, usize, u64) {
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    let dags = std::sync::atomic::AtomicUsize::new(0);
+    let committed = std::sync::atomic::AtomicU64::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let result = run_seed(configure(base.wrapping_add(i)));
+                dags.fetch_add(result.dags, std::sync::atomic::Ordering::Relaxed);
+                committed.fetch_add(result.committed as u64, std::sync::atomic::Ordering::Relaxed);
+                if !result.violations.is_empty() {
+                    failures.lock().push(result);
+                }
+            });
+        }
+    });
+    (
+        failures.into_inner(),
+        dags.into_inner(),
+        committed.into_inner(),
+    )
+}
+
+/// The CI run: thousands of seeds across cluster sizes, all rules checked.
+#[test]
+fn simulated_clusters_keep_every_guarantee_under_seeded_faults() {
+    let count = env_u64("AFT_SIM_SEEDS").unwrap_or(2000);
+    let base = env_u64("AFT_SIM_BASE").unwrap_or_else(rand::random);
+    let started = WallInstant::now();
+    let (failures, dags, committed) = run_many(base, count, |seed| {
+        let (nodes, anna) = shape_of(seed.wrapping_sub(base));
+        SimConfig::for_seed(seed, nodes, anna)
+    });
+    let took = started.elapsed();
+    println!(
+        "simulation: {count} seeds from {base} in {took:.1?} ({:.1} seeds/s), {dags} DAGs ({committed} committed), {} failing",
+        count as f64 / took.as_secs_f64(),
+        failures.len()
+    );
+    if let Some(first) = failures.first() {
+        for failure in failures.iter().take(3) {
+            println!("{}", report(failure));
+        }
+        panic!(
+            "{} of {count} seeds failed; first: {}",
+            failures.len(),
+            first.cfg.replay_command()
+        );
+    }
+}
+
+/// Replays one seed (`AFT_SIM_SEED`, `AFT_SIM_NODES`, `AFT_SIM_ANNA`,
+/// `AFT_SIM_REGRESSION`) and prints its whole trace. Does nothing without
+/// `AFT_SIM_SEED`.
+#[test]
+fn replay() {
+    let Some(seed) = env_u64("AFT_SIM_SEED") else {
+        return;
+    };
+    let nodes = env_u64("AFT_SIM_NODES").unwrap_or(3) as usize;
+    let anna = std::env::var("AFT_SIM_ANNA").is_ok_and(|v| v == "1");
+    let mut cfg = SimConfig::for_seed(seed, nodes, anna);
+    cfg.regression = std::env::var("AFT_SIM_REGRESSION")
+        .ok()
+        .and_then(|r| regression_named(&r));
+    let result = run_seed(cfg);
+    for (at, line) in &result.trace {
+        println!("{at:>8} {line}");
+    }
+    println!(
+        "{} DAGs, {} committed, {:?}",
+        result.dags, result.committed, result.counters
+    );
+    assert!(result.violations.is_empty(), "{}", report(&result));
+}
+
+fn regression_named(name: &str) -> Option<Regression> {
+    [
+        Regression::UnpublishedParticipantWrites,
+        Regression::RestartCollectsAlone,
+        Regression::FailedReadsCommit,
+        Regression::CoordinatorIgnoresDeadline,
+    ]
+    .into_iter()
+    .find(|r| format!("{r:?}") == name)
+}
+
+/// The same seed gives the same run, event for event.
+#[test]
+fn a_seed_replays_exactly() {
+    for (seed, nodes, anna) in [(7, 3, false), (11, 4, true), (23, 2, false)] {
+        let mut cfg = SimConfig::for_seed(seed, nodes, anna);
+        cfg.faults = FaultMix {
+            crashes: true,
+            crash_at_failpoint: 0.05,
+            crash_at_call: 0.002,
+            pauses: true,
+            partitions: true,
+            storage_outages: true,
+            storage_errors: 0.005,
+            storage_stalls: 0.003,
+            message_loss: 0.01,
+            message_dup: 0.01,
+            clock_jumps: true,
+            vanishing_executors: true,
+        };
+        let first = run_seed(cfg.clone());
+        let second = run_seed(cfg);
+        assert!(first.trace.len() > 100, "a run with too little in it");
+        assert_eq!(
+            first.trace, second.trace,
+            "seed {seed} did not replay exactly"
+        );
+    }
+}
+
+/// Runs seeds with `regression` put back until one fails; returns how many it took.
+fn seeds_to_find(regression: Regression, faults: impl Fn(u64) -> FaultMix, max: u64) -> Option<u64> {
+    for i in 0..max {
+        let seed = 1000 + i;
+        let nodes = 2 + (i % 3) as usize;
+        let mut cfg = SimConfig::for_seed(seed, nodes, false);
+        cfg.faults = faults(seed);
+        cfg.regression = Some(regression);
+        let result = run_seed(cfg);
+        if !result.violations.is_empty() {
+            println!(
+                "{regression:?} found by seed {seed} ({} seeds):\n{}",
+                i + 1,
+                report(&result).lines().take(8).collect::<Vec<_>>().join("\n")
+            );
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[test]
+fn finds_the_unpublished_participant_writes_bug() {
+    let n = seeds_to_find(Regression::UnpublishedParticipantWrites, |_| FaultMix::default(), 50);
+    assert!(n.is_some(), "the simulation did not find the bug in 50 seeds");
+}
+
+#[test]
+fn finds_the_restart_that_collects_alone_bug() {
+    let n = seeds_to_find(
+        Regression::RestartCollectsAlone,
+        |_| FaultMix {
+            crashes: true,
+            crash_at_failpoint: 0.05,
+            ..FaultMix::default()
+        },
+        200,
+    );
+    assert!(n.is_some(), "the simulation did not find the bug in 200 seeds");
+}
+
+#[test]
+fn finds_the_failed_reads_that_commit_bug() {
+    let n = seeds_to_find(
+        Regression::FailedReadsCommit,
+        |_| FaultMix {
+            storage_outages: true,
+            storage_errors: 0.01,
+            ..FaultMix::default()
+        },
+        100,
+    );
+    assert!(n.is_some(), "the simulation did not find the bug in 100 seeds");
+}
