@@ -567,6 +567,7 @@ mod interleavings {
         let (status, ts) = match outcome {
             Outcome::Committed { timestamp } => (Status::Committed, Some(timestamp)),
             Outcome::Aborted { .. } => (Status::Aborted, None),
+            Outcome::Unknown { .. } => (Status::Unknown, None),
         };
         TxnRecord {
             id: actor.tid,

@@ -37,6 +37,7 @@ async fn workload(engine: Arc<Engine>, worker: usize) -> Vec<TxnRecord> {
         let (status, ts) = match outcome {
             Outcome::Committed { timestamp } => (Status::Committed, Some(timestamp)),
             Outcome::Aborted { .. } => (Status::Aborted, None),
+            Outcome::Unknown { .. } => (Status::Unknown, None),
         };
         history.push(TxnRecord {
             id: tid,

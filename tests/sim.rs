@@ -218,7 +218,11 @@ fn shape_of(i: u64) -> (usize, bool) {
 
 /// Runs `count` seeds from `base` on every core; returns the failures and
 /// the number of DAGs run.
-fn run_many(base: u64, count: u64, configure: impl Fn(u64) -> SimConfig + Sync) -> (Vec<SeedResult>, usize, u64) {
+fn run_many(
+    base: u64,
+    count: u64,
+    configure: impl Fn(u64) -> SimConfig + Sync,
+) -> (Vec<SeedResult>, usize, u64) {
     let next = std::sync::atomic::AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let dags = std::sync::atomic::AtomicUsize::new(0);
@@ -233,7 +237,10 @@ fn run_many(base: u64, count: u64, configure: impl Fn(u64) -> SimConfig + Sync) 
                 }
                 let result = run_seed(configure(base.wrapping_add(i)));
                 dags.fetch_add(result.dags, std::sync::atomic::Ordering::Relaxed);
-                committed.fetch_add(result.committed as u64, std::sync::atomic::Ordering::Relaxed);
+                committed.fetch_add(
+                    result.committed as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 if !result.violations.is_empty() {
                     failures.lock().push(result);
                 }
@@ -341,7 +348,11 @@ fn a_seed_replays_exactly() {
 }
 
 /// Runs seeds with `regression` put back until one fails; returns how many it took.
-fn seeds_to_find(regression: Regression, faults: impl Fn(u64) -> FaultMix, max: u64) -> Option<u64> {
+fn seeds_to_find(
+    regression: Regression,
+    faults: impl Fn(u64) -> FaultMix,
+    max: u64,
+) -> Option<u64> {
     for i in 0..max {
         let seed = 1000 + i;
         let nodes = 2 + (i % 3) as usize;
@@ -353,7 +364,11 @@ fn seeds_to_find(regression: Regression, faults: impl Fn(u64) -> FaultMix, max: 
             println!(
                 "{regression:?} found by seed {seed} ({} seeds):\n{}",
                 i + 1,
-                report(&result).lines().take(8).collect::<Vec<_>>().join("\n")
+                report(&result)
+                    .lines()
+                    .take(8)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
             return Some(i + 1);
         }
@@ -363,8 +378,15 @@ fn seeds_to_find(regression: Regression, faults: impl Fn(u64) -> FaultMix, max: 
 
 #[test]
 fn finds_the_unpublished_participant_writes_bug() {
-    let n = seeds_to_find(Regression::UnpublishedParticipantWrites, |_| FaultMix::default(), 50);
-    assert!(n.is_some(), "the simulation did not find the bug in 50 seeds");
+    let n = seeds_to_find(
+        Regression::UnpublishedParticipantWrites,
+        |_| FaultMix::default(),
+        50,
+    );
+    assert!(
+        n.is_some(),
+        "the simulation did not find the bug in 50 seeds"
+    );
 }
 
 #[test]
@@ -378,7 +400,10 @@ fn finds_the_restart_that_collects_alone_bug() {
         },
         200,
     );
-    assert!(n.is_some(), "the simulation did not find the bug in 200 seeds");
+    assert!(
+        n.is_some(),
+        "the simulation did not find the bug in 200 seeds"
+    );
 }
 
 #[test]
@@ -392,5 +417,8 @@ fn finds_the_failed_reads_that_commit_bug() {
         },
         100,
     );
-    assert!(n.is_some(), "the simulation did not find the bug in 100 seeds");
+    assert!(
+        n.is_some(),
+        "the simulation did not find the bug in 100 seeds"
+    );
 }

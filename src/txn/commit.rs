@@ -127,6 +127,9 @@ struct Durable {
 struct Failed {
     reason: AbortReason,
     written: Vec<String>,
+    /// The record write's outcome could not be settled (storage failed
+    /// while fencing it): the commit may yet turn out committed.
+    unsettled: Option<CommitMeta>,
 }
 
 impl Engine {
@@ -272,11 +275,74 @@ impl Engine {
                 self.decide_participants(tid, &plan, Some(&meta)).await;
                 Outcome::Committed { timestamp }
             }
+            Err(Failed {
+                unsettled: Some(meta),
+                reason,
+                written,
+            }) => {
+                self.settle_in_background(tid, plan, meta, written);
+                Outcome::Unknown {
+                    reason: format!(
+                        "{reason}; the commit is being settled, retry it to learn the outcome"
+                    ),
+                }
+            }
             Err(failed) => {
                 self.abort_commit(tid, &plan, &failed.written, failed.reason)
                     .await
             }
         }
+    }
+
+    /// Settles a commit whose record write could not be confirmed either
+    /// way: claims the decision key with an abort marker until storage
+    /// answers. If the record turns out to have landed, the commit is
+    /// installed, announced and published like any other; otherwise it is
+    /// aborted everywhere. Retried commits answer from the outcome then.
+    fn settle_in_background(
+        &self,
+        tid: &str,
+        plan: CommitPlan,
+        meta: CommitMeta,
+        written: Vec<String>,
+    ) {
+        let Some(engine) = self.me.upgrade() else {
+            return;
+        };
+        let tid = tid.to_string();
+        self.spawn_tied(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(
+                    engine
+                        .config
+                        .storage_timeout
+                        .max(Duration::from_millis(100)),
+                );
+                match engine.claim_abort(&tid).await {
+                    Ok(Decision::Committed(_)) => {
+                        let durable = Durable {
+                            meta,
+                            markers_written: false,
+                        };
+                        let outcome = engine.install_and_announce(&tid, &plan, durable).await;
+                        engine.finish(&tid, outcome);
+                        return;
+                    }
+                    Ok(_) => {
+                        let reason = AbortReason::Storage(TxnError::Failed {
+                            tid: tid.clone(),
+                            reason: "storage failed at the commit point; fenced afterwards".into(),
+                        });
+                        let outcome = engine.abort_commit(&tid, &plan, &written, reason).await;
+                        engine.finish(&tid, outcome);
+                        return;
+                    }
+                    Err(e) => warn!(tid = %tid, error = %e, "still cannot settle the commit"),
+                }
+            }
+        });
     }
 
     /// Steps 1 to 3. `Ok(None)`: the transaction wrote nothing.
@@ -293,6 +359,7 @@ impl Engine {
         let failed = |reason| Failed {
             reason,
             written: Vec::new(),
+            unsettled: None,
         };
         // Step 1.
         let (remote_keys, remote_reads) = self
@@ -474,15 +541,16 @@ impl Engine {
                     Ok(_) => Err(Failed {
                         reason: AbortReason::Storage(TxnError::storage(tid, e)),
                         written: written.clone(),
+                        unsettled: None,
                     }),
                     Err(settle) => {
-                        // Unknown: answer aborted and fence by deleting the
-                        // record should it land (retried by every GC pass).
-                        warn!(tid = %tid, error = %settle, "cannot settle the commit record; deleting it");
-                        self.pending_deletes.lock().push(record_key.clone());
+                        // Neither the record nor a fence could be confirmed:
+                        // the outcome is unknown until storage answers.
+                        warn!(tid = %tid, error = %settle, "cannot settle the commit record yet");
                         Err(Failed {
                             reason: AbortReason::Storage(TxnError::storage(tid, e)),
                             written: written.clone(),
+                            unsettled: Some(meta.clone()),
                         })
                     }
                 }
@@ -492,6 +560,7 @@ impl Engine {
             return Err(Failed {
                 reason: AbortReason::Fenced,
                 written,
+                unsettled: None,
             });
         }
         if atomic {

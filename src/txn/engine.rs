@@ -54,6 +54,8 @@ pub struct Started {
 
 /// The read-atomic transaction engine of one node. Share it as `Arc<Engine>`.
 pub struct Engine {
+    /// This engine, for tasks it starts that outlive the call that started them.
+    pub(crate) me: std::sync::Weak<Engine>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) index: VersionIndex,
     pub(crate) cache: ValueCache,
@@ -79,6 +81,9 @@ pub struct Engine {
     /// Tasks the engine spawned on its own (publications): they stop when
     /// the engine is dropped, as they would with the process.
     pub(crate) spawned: Mutex<tokio::task::JoinSet<()>>,
+    /// Transactions whose commit outcome is being settled (see
+    /// `commit.rs`): an abort of one answers `Unknown`, not `Aborted`.
+    pub(crate) settling: Mutex<std::collections::HashSet<Arc<str>>>,
     /// When a read last began a catch-up scan of the commit records (held
     /// across that scan, so concurrent readers wait for one scan).
     pub(crate) last_catch_up: tokio::sync::Mutex<Option<tokio::time::Instant>>,
@@ -194,6 +199,10 @@ impl Engine {
                 tid: tid.to_string(),
                 outcome: "aborted",
             }),
+            Some(Outcome::Unknown { .. }) => Err(TxnError::Ended {
+                tid: tid.to_string(),
+                outcome: "being settled",
+            }),
             None => Err(TxnError::UnknownTransaction {
                 tid: tid.to_string(),
             }),
@@ -280,6 +289,11 @@ impl Engine {
         if let Some(outcome) = self.outcomes.lock().get(tid) {
             return outcome;
         }
+        if self.settling.lock().contains(tid) {
+            return Outcome::Unknown {
+                reason: "its commit is being settled".into(),
+            };
+        }
         let slot = self.txns.lock().get(tid).cloned();
         let Some(slot) = slot else {
             return Outcome::Aborted {
@@ -317,6 +331,9 @@ impl Engine {
     /// first outcome recorded wins). Returns the recorded outcome.
     pub(crate) fn finish(&self, tid: &str, outcome: Outcome) -> Outcome {
         let recorded = self.outcomes.lock().record(Arc::from(tid), outcome);
+        if !matches!(recorded, Outcome::Unknown { .. }) {
+            self.settling.lock().remove(tid);
+        }
         let removed = {
             let mut txns = self.txns.lock();
             let removed = txns.remove(tid).is_some();
@@ -329,6 +346,11 @@ impl Engine {
                 Outcome::Aborted { reason } => {
                     debug!(tid = %tid, %reason, "transaction aborted");
                     self.metrics.txn_aborted.inc()
+                }
+                Outcome::Unknown { reason } => {
+                    warn!(tid = %tid, %reason, "commit outcome unknown; settling it");
+                    self.settling.lock().insert(Arc::from(tid));
+                    0
                 }
             };
         }

@@ -52,7 +52,8 @@ impl Engine {
         metrics: Metrics,
         remote: Option<Arc<dyn Remote>>,
     ) -> Result<Arc<Engine>, TxnError> {
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
             storage,
             index: VersionIndex::new(),
             cache: ValueCache::new(config.cache_bytes),
@@ -68,6 +69,7 @@ impl Engine {
             suspected_orphans: Mutex::new(Default::default()),
             spawned: Mutex::new(tokio::task::JoinSet::new()),
             last_catch_up: tokio::sync::Mutex::new(None),
+            settling: Mutex::new(Default::default()),
             abort_markers: Mutex::new(Default::default()),
         });
         if let Some(remote) = remote {

@@ -17,6 +17,14 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Not known yet: storage failed at the commit point, so it is not
+    /// known whether the commit record landed. The node keeps settling it
+    /// (committed if the record landed, otherwise fenced with an abort
+    /// marker); a retried commit learns the result. Never recorded.
+    Unknown {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -49,10 +57,14 @@ impl OutcomeLog {
         self.map.get(tid).cloned()
     }
 
-    /// Remembers an outcome (the first one recorded for a tid wins).
+    /// Remembers an outcome (the first one recorded for a tid wins; an
+    /// unknown outcome is not remembered).
     pub fn record(&mut self, tid: Arc<str>, outcome: Outcome) -> Outcome {
         if let Some(existing) = self.map.get(&tid) {
             return existing.clone();
+        }
+        if matches!(outcome, Outcome::Unknown { .. }) {
+            return outcome;
         }
         while self.order.len() >= self.capacity {
             if let Some(old) = self.order.pop_front() {

@@ -75,9 +75,13 @@ impl Engine {
     ) -> Result<PreparedVote, TxnError> {
         self.clock.observe(timestamp);
         let slot = self.slot(tid)?;
-        let reads_of = |txn: &super::transaction::Transaction| -> Vec<(String, crate::meta::Version)> {
-            txn.reads.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
+        let reads_of =
+            |txn: &super::transaction::Transaction| -> Vec<(String, crate::meta::Version)> {
+                txn.reads
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
         let (keys, entries, reads): (Vec<String>, Vec<crate::storage::Entry>, _) = {
             let mut txn = slot.lock();
             match &txn.phase {

@@ -148,7 +148,10 @@ impl Engine {
         let began = tokio::time::Instant::now();
         let learned = self.learn_from_storage().await?;
         *last = Some(began);
-        debug!(learned, "a read caught up from the commit records in storage");
+        debug!(
+            learned,
+            "a read caught up from the commit records in storage"
+        );
         Ok(())
     }
 

@@ -156,7 +156,9 @@ pub fn check_all(world: &World, rec: &mut Recorded) -> Vec<String> {
     // node, published to the plain keys.
     let newest = newest_versions(world, rec);
     for t in rec.history.iter().filter(|t| t.status == Status::Committed) {
-        let Some(ts) = t.commit_timestamp else { continue };
+        let Some(ts) = t.commit_timestamp else {
+            continue;
+        };
         let version = Version::new(ts, t.id.as_str());
         let record = world.peek(format!("aft/c/{}", t.id).as_bytes());
         let superseded = t.ops.iter().all(|op| match op {
@@ -175,7 +177,9 @@ pub fn check_all(world: &World, rec: &mut Recorded) -> Vec<String> {
             .peek(format!("aft/d/{}/{key}", version.tid).as_bytes())
             .is_none()
         {
-            violations.push(format!("the data of {key}'s newest version {version} is gone"));
+            violations.push(format!(
+                "the data of {key}'s newest version {version} is gone"
+            ));
         }
         let published = world
             .peek(key.as_bytes())

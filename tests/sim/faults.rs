@@ -58,7 +58,11 @@ pub async fn inject(world: Arc<World>, until: Instant) {
                 let how_long = world.between(Duration::from_millis(300), Duration::from_secs(6));
                 let links: Vec<(usize, usize)> = isolated
                     .iter()
-                    .flat_map(|a| (0..n).filter(|b| !isolated.contains(b)).flat_map(move |b| [(*a, b), (b, *a)]))
+                    .flat_map(|a| {
+                        (0..n)
+                            .filter(|b| !isolated.contains(b))
+                            .flat_map(move |b| [(*a, b), (b, *a)])
+                    })
                     .collect();
                 world.trace(format!(
                     "partition: nodes {:?} cut off for {how_long:?}",

@@ -65,10 +65,7 @@ impl SimRemote {
         if world.crash_at_peer_call(from, self.incarnation, "before a peer call") {
             std::future::pending::<()>().await;
         }
-        if world
-            .membership(from)
-            .is_some_and(|m| m.is_down(to_addr))
-        {
+        if world.membership(from).is_some_and(|m| m.is_down(to_addr)) {
             return Err(peer_error(tid, to_addr, "peer is down"));
         }
         let deadline = Instant::now() + timeout;
@@ -78,7 +75,11 @@ impl SimRemote {
             return world.peer_timeout(deadline, tid, to_addr).await;
         }
         sleep(world.message_latency()).await;
-        let copies = if world.roll(world.cfg.faults.message_dup) { 2 } else { 1 };
+        let copies = if world.roll(world.cfg.faults.message_dup) {
+            2
+        } else {
+            1
+        };
         let mut answer = None;
         for copy in 0..copies {
             let (w, handler) = (Arc::clone(&world), handler.clone());
@@ -135,13 +136,24 @@ impl Remote for SimRemote {
     async fn fetch_transaction(&self, node: &str, tid: &str) -> Result<UpstreamState, TxnError> {
         let t = tid.to_string();
         let state = self
-            .call(node, "fetch_transaction", tid.len() + 8, PEER_TIMEOUT, tid, move |e| {
-                let t = t.clone();
-                async move { e.export_state(&t) }
-            })
+            .call(
+                node,
+                "fetch_transaction",
+                tid.len() + 8,
+                PEER_TIMEOUT,
+                tid,
+                move |e| {
+                    let t = t.clone();
+                    async move { e.export_state(&t) }
+                },
+            )
             .await?;
         if let Some(world) = self.world.upgrade() {
-            count(&world, "transaction_state", state_to_proto(tid, &state).encoded_len());
+            count(
+                &world,
+                "transaction_state",
+                state_to_proto(tid, &state).encoded_len(),
+            );
         }
         Ok(state)
     }
@@ -153,10 +165,17 @@ impl Remote for SimRemote {
         key: &str,
     ) -> Result<Option<Bytes>, TxnError> {
         let (t, k) = (tid.to_string(), key.to_string());
-        self.call(node, "read_buffered", tid.len() + key.len() + 8, PEER_TIMEOUT, tid, move |e| {
-            let (t, k) = (t.clone(), k.clone());
-            async move { e.read_buffered(&t, &k) }
-        })
+        self.call(
+            node,
+            "read_buffered",
+            tid.len() + key.len() + 8,
+            PEER_TIMEOUT,
+            tid,
+            move |e| {
+                let (t, k) = (t.clone(), k.clone());
+                async move { e.read_buffered(&t, &k) }
+            },
+        )
         .await
     }
 
@@ -197,8 +216,14 @@ impl Remote for SimRemote {
 
 /// Sends a one-way message from `from` to `to`; `deliver` runs on the
 /// target if it arrives.
-fn send<F, Fut>(world: &Arc<World>, from: usize, to: usize, kind: &'static str, bytes: usize, deliver: F)
-where
+fn send<F, Fut>(
+    world: &Arc<World>,
+    from: usize,
+    to: usize,
+    kind: &'static str,
+    bytes: usize,
+    deliver: F,
+) where
     F: FnOnce(Arc<World>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -206,7 +231,11 @@ where
     if world.roll(world.cfg.faults.message_loss) || !world.link_up(from, to) {
         return;
     }
-    let copies = if world.roll(world.cfg.faults.message_dup) { 2 } else { 1 };
+    let copies = if world.roll(world.cfg.faults.message_dup) {
+        2
+    } else {
+        1
+    };
     for _ in 0..copies {
         let latency = world.message_latency();
         let (w, deliver) = (Arc::clone(world), deliver.clone());
@@ -304,7 +333,9 @@ pub async fn anti_entropy(world: Arc<World>, node: usize) {
         if !alive.is_empty() {
             let peer = &alive[world.pick(alive.len())];
             if let Some(to) = world.node_index(peer) {
-                let since = progress.get(&to).map_or(0, |ts| ts.saturating_sub(10_000_000));
+                let since = progress
+                    .get(&to)
+                    .map_or(0, |ts| ts.saturating_sub(10_000_000));
                 if let Some(newest) = exchange_digest(&world, node, to, since).await {
                     progress.insert(to, newest.max(since));
                 }
@@ -331,12 +362,20 @@ async fn exchange_digest(world: &Arc<World>, node: usize, to: usize, since: u64)
     };
     let address = world.nodes[to].address.clone();
     let commits = remote
-        .call(&address, "digest_request", 16, PEER_TIMEOUT, "", move |e| async move {
-            Ok(e.commits_since(since))
-        })
+        .call(
+            &address,
+            "digest_request",
+            16,
+            PEER_TIMEOUT,
+            "",
+            move |e| async move { Ok(e.commits_since(since)) },
+        )
         .await
         .ok()?;
-    let bytes: usize = commits.iter().map(|m| commit_to_proto(m).encoded_len()).sum();
+    let bytes: usize = commits
+        .iter()
+        .map(|m| commit_to_proto(m).encoded_len())
+        .sum();
     count(world, "digest_commits", bytes);
     let newest = commits.iter().map(|m| m.timestamp).max();
     if let Some((engine, _)) = world.engine(node) {

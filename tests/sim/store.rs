@@ -248,7 +248,10 @@ impl Storage for NodeStorage {
                 .cloned()
                 .collect();
             let Some((_, value)) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
-                return Err(StorageError::backend("put_many_if_absent", "no guard entry"));
+                return Err(StorageError::backend(
+                    "put_many_if_absent",
+                    "no guard entry",
+                ));
             };
             self.put_many(&others).await?;
             return self.put_if_absent(guard, value).await;

@@ -132,8 +132,12 @@ impl Workload {
             Err(_) => Err("no answer in time".into()),
         };
         match &result {
-            Ok(_) => self.world.trace(format!("{what} {tid} on node {}: ok", node + 1)),
-            Err(e) => self.world.trace(format!("{what} {tid} on node {}: {e}", node + 1)),
+            Ok(_) => self
+                .world
+                .trace(format!("{what} {tid} on node {}: ok", node + 1)),
+            Err(e) => self
+                .world
+                .trace(format!("{what} {tid} on node {}: {e}", node + 1)),
         }
         result
     }
@@ -150,12 +154,18 @@ impl Workload {
                     e.put(&tid, writes)?;
                     match e.commit(&tid).await? {
                         Outcome::Committed { timestamp } => Ok((tid, timestamp)),
-                        Outcome::Aborted { reason } => Err(TxnError::Failed { tid, reason }),
+                        Outcome::Aborted { reason } | Outcome::Unknown { reason } => {
+                            Err(TxnError::Failed { tid, reason })
+                        }
                     }
                 })
                 .await;
             if let Ok((tid, timestamp)) = result {
-                let ops = self.keys.iter().map(|k| Op::Write { key: k.clone() }).collect();
+                let ops = self
+                    .keys
+                    .iter()
+                    .map(|k| Op::Write { key: k.clone() })
+                    .collect();
                 self.recorded.lock().history.push(TxnRecord {
                     id: tid.clone(),
                     status: Status::Committed,
@@ -249,9 +259,13 @@ impl Workload {
                     let (t, address) = (tid.clone(), world.nodes[up_node].address.clone());
                     // Answered even when it fails: the transaction is then failed there.
                     let _ = self
-                        .call(*node, "continue", &tid, TXN_CALL_TIMEOUT, move |e| async move {
-                            e.continue_from(&t, &address).await
-                        })
+                        .call(
+                            *node,
+                            "continue",
+                            &tid,
+                            TXN_CALL_TIMEOUT,
+                            move |e| async move { e.continue_from(&t, &address).await },
+                        )
                         .await;
                 }
             }
@@ -320,10 +334,13 @@ impl Workload {
         if rng.random_bool(0.05) {
             let t = tid.clone();
             let outcome = self
-                .call(sink, "abort", &tid, TXN_CALL_TIMEOUT, move |e| async move { Ok(e.abort(&t)) })
+                .call(sink, "abort", &tid, TXN_CALL_TIMEOUT, move |e| async move {
+                    Ok(e.abort(&t))
+                })
                 .await;
             let status = match outcome {
                 Ok(Outcome::Aborted { .. }) => Status::Aborted,
+                Ok(Outcome::Unknown { .. }) => Status::Unknown,
                 Ok(Outcome::Committed { .. }) => {
                     self.problem(format!("abort of {tid} answered COMMITTED"));
                     Status::Unknown
@@ -336,7 +353,11 @@ impl Workload {
         let requested = world.start.elapsed().as_nanos() as u64;
         let first = self.commit(sink, &tid, &others_than(sink)).await;
         let acked = world.start.elapsed().as_nanos() as u64;
-        let mut answer = first.clone().ok();
+        // An unknown outcome is no answer: a retry may learn it.
+        let mut answer = first
+            .clone()
+            .ok()
+            .filter(|o| !matches!(o, Outcome::Unknown { .. }));
         if rng.random_bool(0.1) {
             // A retried commit, on the sink or another node of the DAG.
             let again_on = plan[rng.random_range(0..plan.len())].0;
@@ -346,20 +367,28 @@ impl Workload {
             // of it is visible either way).
             let wrote = ops.iter().any(|op| matches!(op, Op::Write { .. })) || refused_writes > 0;
             match (&answer, again) {
-                (Some(a), Ok(b)) if a.is_committed() != b.is_committed() && (wrote || !a.is_committed()) => {
-                    self.problem(format!("retried commit of {tid} changed its answer: {a:?} then {b:?}"))
+                (Some(a), Ok(b))
+                    if a.is_committed() != b.is_committed() && (wrote || !a.is_committed()) =>
+                {
+                    self.problem(format!(
+                        "retried commit of {tid} changed its answer: {a:?} then {b:?}"
+                    ))
                 }
-                (None, Ok(b)) => answer = Some(b),
+                (None, Ok(b)) if !matches!(b, Outcome::Unknown { .. }) => answer = Some(b),
                 _ => {}
             }
         }
         let (status, timestamp) = match answer {
             Some(Outcome::Committed { timestamp }) => (Status::Committed, Some(timestamp)),
             Some(Outcome::Aborted { .. }) => (Status::Aborted, None),
-            None => (Status::Unknown, None),
+            Some(Outcome::Unknown { .. }) | None => (Status::Unknown, None),
         };
         // Without an answer there is no acknowledgement time either.
-        let acked = if status == Status::Unknown { u64::MAX } else { acked };
+        let acked = if status == Status::Unknown {
+            u64::MAX
+        } else {
+            acked
+        };
         if status == Status::Committed {
             if failed_reads > 0 {
                 self.problem(format!(
@@ -367,17 +396,29 @@ impl Workload {
                 ));
             }
             if refused_writes > 0 {
-                self.problem(format!("{tid} committed without {refused_writes} refused write(s)"));
+                self.problem(format!(
+                    "{tid} committed without {refused_writes} refused write(s)"
+                ));
             }
             for op in &ops {
-                if let Op::Read { key, writer: None, .. } = op {
+                if let Op::Read {
+                    key, writer: None, ..
+                } = op
+                {
                     self.problem(format!(
                         "committed {tid} read `None` for {key}, which has had a committed value since the start"
                     ));
                 }
             }
         }
-        self.record(&tid, status, timestamp, Some((requested, acked)), ops, &plan);
+        self.record(
+            &tid,
+            status,
+            timestamp,
+            Some((requested, acked)),
+            ops,
+            &plan,
+        );
     }
 
     async fn commit(&self, node: usize, tid: &str, others: &[String]) -> Result<Outcome, String> {

@@ -142,10 +142,7 @@ impl SimConfig {
 
     /// The command that replays this run exactly.
     pub fn replay_command(&self) -> String {
-        let mut env = format!(
-            "AFT_SIM_SEED={} AFT_SIM_NODES={}",
-            self.seed, self.nodes
-        );
+        let mut env = format!("AFT_SIM_SEED={} AFT_SIM_NODES={}", self.seed, self.nodes);
         if self.anna {
             env.push_str(" AFT_SIM_ANNA=1");
         }
@@ -640,7 +637,10 @@ impl World {
         };
         if self.faults.lock().storage_down {
             sleep(latency.min(STORAGE_TIMEOUT)).await;
-            return Err(StorageError::backend(name, "storage unreachable (simulated outage)"));
+            return Err(StorageError::backend(
+                name,
+                "storage unreachable (simulated outage)",
+            ));
         }
         if latency > STORAGE_TIMEOUT {
             sleep(STORAGE_TIMEOUT).await;
@@ -651,7 +651,10 @@ impl World {
                 tokio::spawn(async move {
                     sleep(late).await;
                     if !world.faults.lock().storage_down {
-                        world.trace(format!("a timed-out {name} of node {} lands late", node + 1));
+                        world.trace(format!(
+                            "a timed-out {name} of node {} lands late",
+                            node + 1
+                        ));
                         world.apply(op);
                     }
                 });
@@ -725,7 +728,12 @@ impl World {
     }
 
     /// Sleeps until `deadline`, then fails like a peer request that timed out.
-    pub async fn peer_timeout<T>(&self, deadline: Instant, tid: &str, peer: &str) -> Result<T, TxnError> {
+    pub async fn peer_timeout<T>(
+        &self,
+        deadline: Instant,
+        tid: &str,
+        peer: &str,
+    ) -> Result<T, TxnError> {
         sleep_until(deadline).await;
         Err(TxnError::Peer {
             tid: tid.to_string(),

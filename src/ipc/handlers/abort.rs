@@ -1,5 +1,7 @@
 //! `abort`: abort a transaction. Idempotent. Reply: `TransactionTag{id,
-//! ABORTED}`, or `COMMITTED` if the transaction had already committed.
+//! ABORTED}`, `COMMITTED` if the transaction had already committed, or
+//! `RUNNING` while a commit of it whose outcome storage left unknown is
+//! being settled.
 
 use super::{tag, Context};
 use crate::ipc::request::valid_tid;
@@ -15,5 +17,6 @@ pub(super) fn handle(ctx: &Context, tid: String) -> Vec<u8> {
     match ctx.engine.abort(&tid) {
         Outcome::Committed { .. } => tag(&tid, TransactionStatus::Committed, node),
         Outcome::Aborted { .. } => tag(&tid, TransactionStatus::Aborted, node),
+        Outcome::Unknown { .. } => tag(&tid, TransactionStatus::Running, node),
     }
 }

@@ -1,6 +1,10 @@
 //! `commit`: commit a transaction. Reply: `TransactionTag{id, COMMITTED}`
-//! only once the commit record is durable; `ABORTED` for anything else
-//! (unknown, failed, aborted, or a failure before the commit point).
+//! only once the commit record is durable; `ABORTED` when it did not and
+//! never will commit (unknown, failed, aborted, or a failure before the
+//! commit point); `RUNNING` when storage failed at the commit point and the
+//! outcome is not known yet (the sidecar settles it; a retried commit
+//! answers COMMITTED or ABORTED then). Cloudburst's executor raises on
+//! anything but COMMITTED.
 
 use tracing::{info_span, warn, Instrument};
 
@@ -26,6 +30,10 @@ pub(super) async fn handle(ctx: &Context, tid: String, addresses: Vec<String>) -
         Ok(Outcome::Aborted { reason }) => {
             warn!(tid = %tid, %reason, "commit answered ABORTED");
             tag(&tid, TransactionStatus::Aborted, node)
+        }
+        Ok(Outcome::Unknown { reason }) => {
+            warn!(tid = %tid, %reason, "commit outcome unknown; answered RUNNING");
+            tag(&tid, TransactionStatus::Running, node)
         }
         Err(e) => {
             warn!(tid = %tid, error = %e, "commit failed");

@@ -59,10 +59,12 @@ pub(super) async fn handle(
         Some(tid) => ctx.engine.put(tid, writes),
         None => match ctx.engine.put_plain(writes).instrument(span).await {
             Ok(Outcome::Committed { .. }) => Ok(()),
-            Ok(Outcome::Aborted { reason }) => Err(TxnError::Failed {
-                tid: String::new(),
-                reason,
-            }),
+            Ok(Outcome::Aborted { reason } | Outcome::Unknown { reason }) => {
+                Err(TxnError::Failed {
+                    tid: String::new(),
+                    reason,
+                })
+            }
             Err(e) => Err(e),
         },
     };
