@@ -211,7 +211,8 @@ impl Engine {
     /// Answers a commit of a transaction this node does not run: committed
     /// iff its record exists. Otherwise the decision key is claimed with an
     /// abort marker, so it can never commit later, and the other `nodes` of
-    /// its DAG are told to drop what they buffered.
+    /// its DAG are told to drop what they buffered. If storage cannot be
+    /// read, the answer is `Unknown`.
     async fn settle_unknown(&self, tid: &str, nodes: &[String]) -> Outcome {
         let decision = match self.read_decision(tid).await {
             Ok(Decision::Undecided) => self.claim_abort(tid).await,
@@ -230,13 +231,13 @@ impl Engine {
                     reason: "unknown transaction".into(),
                 }
             }
-            Err(e) => Outcome::Aborted {
-                reason: format!("unknown transaction ({e})"),
+            // Storage cannot say: no truthful answer yet.
+            Err(e) => Outcome::Unknown {
+                reason: format!("cannot read the transaction's decision: {e}"),
             },
         }
     }
 
-    /// Waits for a concurrent commit of `tid` to finish.
     /// Waits for a concurrent commit of `tid` (here, or by a coordinator
     /// this node is prepared for) to finish. If it does not in time, the
     /// answer comes from storage, as for a transaction unknown here: the
@@ -306,20 +307,18 @@ impl Engine {
         meta: CommitMeta,
         written: Vec<String>,
     ) {
-        let Some(engine) = self.me.upgrade() else {
-            return;
-        };
+        // Weak: the task must not keep a stopped engine alive.
+        let me = self.me.clone();
         let tid = tid.to_string();
+        let most = self.config.storage_timeout.max(Duration::from_millis(100));
         self.spawn_tied(async move {
             let mut pause = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(
-                    engine
-                        .config
-                        .storage_timeout
-                        .max(Duration::from_millis(100)),
-                );
+                pause = (pause * 2).min(most);
+                let Some(engine) = me.upgrade() else {
+                    return;
+                };
                 match engine.claim_abort(&tid).await {
                     Ok(Decision::Committed(_)) => {
                         let durable = Durable {

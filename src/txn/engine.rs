@@ -126,6 +126,13 @@ impl Engine {
         }
     }
 
+    /// Stops every task this engine started on its own (publications,
+    /// commits being settled), as a process exit would. For embedders that
+    /// tear an engine down without dropping every handle to it.
+    pub fn stop_tasks(&self) {
+        self.spawned.lock().abort_all();
+    }
+
     /// Runs `task` in the background, tied to this engine's life.
     pub(crate) fn spawn_tied(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let mut spawned = self.spawned.lock();

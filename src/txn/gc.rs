@@ -203,18 +203,7 @@ impl Engine {
             warn!(error = %e, "orphan sweep could not delete intents; will retry");
             self.pending_deletes.lock().extend(intents);
         }
-        let markers: Vec<Vec<u8>> = {
-            let mut noted = self.abort_markers.lock();
-            let old: Vec<String> = noted
-                .iter()
-                .filter(|tid| self.older_than_grace(tid))
-                .cloned()
-                .collect();
-            for tid in &old {
-                noted.remove(tid);
-            }
-            old.iter().map(|tid| commit_record_key(tid)).collect()
-        };
+        let markers = self.old_abort_markers().await;
         let deleted = self.delete_now_or_later([garbage, markers]).await;
         if deleted > 0 {
             debug!(
@@ -224,6 +213,35 @@ impl Engine {
             );
         }
         deleted
+    }
+
+    /// The decision keys of noted abort markers older than the grace period
+    /// that still hold an abort marker (a key that holds a commit record is
+    /// never deleted here; one that is already gone is just forgotten).
+    async fn old_abort_markers(&self) -> Vec<Vec<u8>> {
+        let old: Vec<String> = self
+            .abort_markers
+            .lock()
+            .iter()
+            .filter(|tid| self.older_than_grace(tid))
+            .cloned()
+            .collect();
+        if old.is_empty() {
+            return Vec::new();
+        }
+        let tids: Vec<&str> = old.iter().map(String::as_str).collect();
+        let Ok(decisions) = self.read_decisions(&tids).await else {
+            return Vec::new();
+        };
+        let mut noted = self.abort_markers.lock();
+        let mut keys = Vec::new();
+        for (tid, decision) in old.iter().zip(decisions) {
+            noted.remove(tid);
+            if decision == Decision::Aborted {
+                keys.push(commit_record_key(tid));
+            }
+        }
+        keys
     }
 
     /// Whether transaction `tid` (a UUID v7, which embeds its start time) is

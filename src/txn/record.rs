@@ -167,6 +167,10 @@ impl Engine {
     /// decision key with an abort marker (only if the key is free). Returns
     /// the decision that holds afterwards (never `Undecided`).
     pub(crate) async fn claim_abort(&self, tid: &str) -> Result<Decision, TxnError> {
+        // Noted before the write: it may land even if the call fails. The
+        // orphan sweep deletes it once old (nothing else would on a node
+        // without peers, whose storage is never scanned), if it is one.
+        self.note_abort_markers(vec![tid.to_string()]);
         let marker = encode_abort_marker(tid, &self.config.node_address);
         let claimed = self
             .storage
@@ -174,9 +178,6 @@ impl Engine {
             .await
             .map_err(|e| TxnError::storage(tid, e))?;
         if claimed {
-            // The orphan sweep deletes it once old (nothing else would on a
-            // node without peers, whose storage is never scanned).
-            self.note_abort_markers(vec![tid.to_string()]);
             return Ok(Decision::Aborted);
         }
         match self.read_decision(tid).await? {

@@ -432,6 +432,9 @@ impl World {
         for task in tasks {
             task.abort();
         }
+        if let Some(up) = &up {
+            up.engine.stop_tasks();
+        }
         drop(up);
         self.counters.lock().crashes += 1;
         self.trace(format!("node {} crashed ({at})", node + 1));
@@ -685,6 +688,25 @@ impl World {
 
     /// Applies an operation to the store (noting overwritten decisions).
     pub fn apply(&self, op: Op) -> Answer {
+        let decision_write = match &op {
+            Op::Put(k, v) | Op::PutIfAbsent(k, v) if k.starts_with(b"aft/c/") => {
+                Some((k.clone(), v.clone()))
+            }
+            _ => None,
+        };
+        if let Some((key, value)) = decision_write {
+            if !self.data.lock().contains_key(&key) {
+                let what = match aft::txn::decode_decision(&key, &value) {
+                    Ok(None) => "abort marker",
+                    Ok(Some(_)) => "commit record",
+                    Err(_) => "unreadable record",
+                };
+                self.trace(format!(
+                    "{what} written at {}",
+                    String::from_utf8_lossy(&key)
+                ));
+            }
+        }
         if let Op::Put(key, _) = &op {
             if key.starts_with(b"aft/c/") && self.data.lock().contains_key(key) {
                 self.counters.lock().decision_overwrites += 1;
