@@ -216,17 +216,46 @@ fn shape_of(i: u64) -> (usize, bool) {
     (nodes, i % 5 == 4)
 }
 
-/// Runs `count` seeds from `base` on every core; returns the failures and
-/// the number of DAGs run.
-fn run_many(
-    base: u64,
-    count: u64,
-    configure: impl Fn(u64) -> SimConfig + Sync,
-) -> (Vec<SeedResult>, usize, u64) {
+/// What a batch of seeds produced.
+#[derive(Default)]
+struct Batch {
+    failures: Vec<SeedResult>,
+    dags: usize,
+    committed: usize,
+    /// Counters summed over the seeds.
+    counters: Counters,
+    /// Index entries per node at the end of the run phase, summed over seeds.
+    index_entries: (f64, f64),
+}
+
+impl Batch {
+    fn add(&mut self, result: SeedResult) {
+        self.dags += result.dags;
+        self.committed += result.committed;
+        let c = &mut self.counters;
+        c.storage_calls += result.counters.storage_calls;
+        c.storage_bytes += result.counters.storage_bytes;
+        c.crashes += result.counters.crashes;
+        c.restarts += result.counters.restarts;
+        c.decision_overwrites += result.counters.decision_overwrites;
+        c.decision_flips += result.counters.decision_flips;
+        for (kind, (n, bytes)) in &result.counters.messages {
+            let entry = c.messages.entry(kind).or_default();
+            entry.0 += n;
+            entry.1 += bytes;
+        }
+        self.index_entries.0 += result.index_entries.0;
+        self.index_entries.1 += result.index_entries.1;
+        if !result.violations.is_empty() {
+            self.failures.push(result);
+        }
+    }
+}
+
+/// Runs `count` seeds from `base` on every core.
+fn run_many(base: u64, count: u64, configure: impl Fn(u64) -> SimConfig + Sync) -> Batch {
     let next = std::sync::atomic::AtomicU64::new(0);
-    let failures = Mutex::new(Vec::new());
-    let dags = std::sync::atomic::AtomicUsize::new(0);
-    let committed = std::sync::atomic::AtomicU64::new(0);
+    let batch = Mutex::new(Batch::default());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -236,22 +265,11 @@ fn run_many(
                     return;
                 }
                 let result = run_seed(configure(base.wrapping_add(i)));
-                dags.fetch_add(result.dags, std::sync::atomic::Ordering::Relaxed);
-                committed.fetch_add(
-                    result.committed as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                if !result.violations.is_empty() {
-                    failures.lock().push(result);
-                }
+                batch.lock().add(result);
             });
         }
     });
-    (
-        failures.into_inner(),
-        dags.into_inner(),
-        committed.into_inner(),
-    )
+    batch.into_inner()
 }
 
 /// The CI run: thousands of seeds across cluster sizes, all rules checked.
@@ -260,7 +278,12 @@ fn simulated_clusters_keep_every_guarantee_under_seeded_faults() {
     let count = env_u64("AFT_SIM_SEEDS").unwrap_or(2000);
     let base = env_u64("AFT_SIM_BASE").unwrap_or_else(rand::random);
     let started = WallInstant::now();
-    let (failures, dags, committed) = run_many(base, count, |seed| {
+    let Batch {
+        failures,
+        dags,
+        committed,
+        ..
+    } = run_many(base, count, |seed| {
         let (nodes, anna) = shape_of(seed.wrapping_sub(base));
         SimConfig::for_seed(seed, nodes, anna)
     });
@@ -421,4 +444,60 @@ fn finds_the_failed_reads_that_commit_bug() {
         n.is_some(),
         "the simulation did not find the bug in 100 seeds"
     );
+}
+
+/// Anna has no conditional writes: a late commit record can overwrite an
+/// abort marker. Measures how often decisions get overwritten and what that
+/// breaks, with writes that land within the write horizon (the engine's
+/// rule: no violation) and beyond it (the rule's assumption broken).
+#[test]
+fn without_conditional_writes_decisions_hold_within_the_write_horizon() {
+    let seeds = env_u64("AFT_SIM_ANNA_SEEDS").unwrap_or(150);
+    let mix = |_: u64| FaultMix {
+        crashes: true,
+        crash_at_failpoint: 0.05,
+        pauses: true,
+        storage_stalls: 0.02,
+        ..FaultMix::default()
+    };
+    let mut lines = Vec::new();
+    for (label, late, regression) in [
+        ("within the horizon", world::timing::WRITE_HORIZON, None),
+        (
+            "up to 4 x the horizon",
+            world::timing::WRITE_HORIZON * 4,
+            None,
+        ),
+        (
+            "within the horizon, coordinators ignore the record deadline",
+            world::timing::WRITE_HORIZON,
+            Some(Regression::CoordinatorIgnoresDeadline),
+        ),
+    ] {
+        let batch = run_many(40_000, seeds, |seed| {
+            let mut cfg = SimConfig::for_seed(seed, 2 + (seed % 3) as usize, true);
+            cfg.faults = mix(seed);
+            cfg.late_write_max = late;
+            cfg.regression = regression;
+            cfg
+        });
+        let failures = &batch.failures;
+        let broken: usize = failures.iter().map(|f| f.violations.len()).sum();
+        lines.push(format!(
+            "{label}: {seeds} seeds, {} DAGs ({} committed), {} decision keys overwritten ({} changing the decision), {} seeds with violations ({broken} violations){}",
+            batch.dags,
+            batch.committed,
+            batch.counters.decision_overwrites,
+            batch.counters.decision_flips,
+            failures.len(),
+            failures
+                .first()
+                .map(|f| format!("; e.g. {}", f.violations[0]))
+                .unwrap_or_default()
+        ));
+        if label == "within the horizon" {
+            assert!(failures.is_empty(), "{}", report(&failures[0]));
+        }
+    }
+    println!("anna decisions:\n  {}", lines.join("\n  "));
 }

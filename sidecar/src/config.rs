@@ -112,6 +112,9 @@ pub struct Cli {
     /// How often storage is swept for committed values a crashed node did not publish to their plain keys, milliseconds.
     #[arg(long, env = "AFT_PUBLISH_SWEEP_MS")]
     pub publish_sweep_ms: Option<u64>,
+    /// Stores without conditional writes (Anna): a write is applied within this long after it is sent, or never, milliseconds.
+    #[arg(long, env = "AFT_WRITE_HORIZON_MS")]
+    pub write_horizon_ms: Option<u64>,
     /// File holding the cluster's peer key (64 hex digits), for --peer-mode sealed.
     #[arg(long, env = "AFT_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
@@ -156,6 +159,7 @@ pub struct FileConfig {
     pub orphan_grace_secs: Option<u64>,
     pub orphan_sweep_secs: Option<u64>,
     pub publish_sweep_ms: Option<u64>,
+    pub write_horizon_ms: Option<u64>,
     pub outcome_retention: Option<usize>,
 }
 
@@ -186,6 +190,7 @@ pub struct Settings {
     pub orphan_grace: Duration,
     pub orphan_sweep: Duration,
     pub publish_sweep: Duration,
+    pub write_horizon: Duration,
     pub outcome_retention: usize,
 }
 
@@ -300,6 +305,11 @@ impl Settings {
                 anyhow::bail!("unknown peer mode `{other}` (expected off, plaintext or sealed)")
             }
         };
+        let storage_timeout = Duration::from_millis(
+            cli.storage_timeout_ms
+                .or(file.storage_timeout_ms)
+                .unwrap_or(2000),
+        );
         Ok(Settings {
             outcome_retention: cli
                 .outcome_retention
@@ -355,10 +365,11 @@ impl Settings {
                 cli.txn_lease_secs.or(file.txn_lease_secs).unwrap_or(60),
             ),
             cache_bytes: cli.cache_bytes.or(file.cache_bytes).unwrap_or(256 << 20),
-            storage_timeout: Duration::from_millis(
-                cli.storage_timeout_ms
-                    .or(file.storage_timeout_ms)
-                    .unwrap_or(2000),
+            storage_timeout,
+            write_horizon: Duration::from_millis(
+                cli.write_horizon_ms
+                    .or(file.write_horizon_ms)
+                    .unwrap_or(storage_timeout.as_millis() as u64 * 3),
             ),
             max_pending_per_client: cli
                 .max_pending_per_client

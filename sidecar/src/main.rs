@@ -96,6 +96,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         publish_sweep_interval: settings.publish_sweep,
         outcome_retention: settings.outcome_retention,
         storage_timeout: settings.storage_timeout,
+        write_horizon: settings.write_horizon,
         clustered: settings.peers.is_some(),
         ..EngineConfig::default()
     };

@@ -444,6 +444,8 @@ impl Storage for AnnaStorage {
     }
 
     /// Anna has no conditional write: this reads, then writes if absent.
+    /// The engine knows ([`Storage::conditional_writes`]) and keeps such
+    /// writes apart in time instead (see `--write-horizon-ms`).
     /// Two racing callers can both "win"; the sidecar only uses it to decide
     /// multi-node commits, whose coordinator also reads the key back.
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
@@ -460,6 +462,10 @@ impl Storage for AnnaStorage {
             .await
             .map(|_| ())
             .map_err(|e| self.error("ping", e))
+    }
+
+    fn conditional_writes(&self) -> bool {
+        false
     }
 }
 

@@ -140,4 +140,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn atomic_batches(&self) -> bool {
         false
     }
+
+    /// Whether [`Storage::put_if_absent`] is atomic against every other
+    /// writer of the key. Default: yes; Anna has no conditional write.
+    fn conditional_writes(&self) -> bool {
+        true
+    }
 }

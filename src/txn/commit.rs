@@ -215,6 +215,14 @@ impl Engine {
     /// read, the answer is `Unknown`.
     async fn settle_unknown(&self, tid: &str, nodes: &[String]) -> Outcome {
         let decision = match self.read_decision(tid).await {
+            // Without conditional writes a fence could be overwritten by a
+            // record still on its way from a coordinator this node does not
+            // know of: no truthful answer.
+            Ok(Decision::Undecided) if !self.storage.conditional_writes() => {
+                return Outcome::Unknown {
+                    reason: "not known here, and undecided in storage".into(),
+                }
+            }
             Ok(Decision::Undecided) => self.claim_abort(tid).await,
             other => other,
         };
@@ -311,8 +319,15 @@ impl Engine {
         let me = self.me.clone();
         let tid = tid.to_string();
         let most = self.config.storage_timeout.max(Duration::from_millis(100));
+        // Without conditional writes, a fence is safe only once the record
+        // write can no longer land.
+        let first = if self.storage.conditional_writes() {
+            Duration::from_millis(100)
+        } else {
+            self.config.write_horizon
+        };
         self.spawn_tied(async move {
-            let mut pause = Duration::from_millis(100);
+            let mut pause = first;
             loop {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(most);
@@ -437,13 +452,31 @@ impl Engine {
     /// sweep can fence, after `decision_timeout + storage_timeout` of wall time.
     fn record_deadline(&self, has_participants: bool) -> Duration {
         let decision = self.config.decision_timeout;
-        if has_participants {
+        if !has_participants {
+            return decision;
+        }
+        if self.storage.conditional_writes() {
             decision
                 .saturating_sub(self.config.storage_timeout)
                 .max(decision / 2)
         } else {
+            // Without conditional writes a late record would overwrite a
+            // participant's marker: stop a whole write horizon earlier.
             decision
+                .saturating_sub(self.config.write_horizon)
+                .max(decision / 4)
         }
+    }
+
+    /// How long after a commit began writing (its intent's time) a sweep may
+    /// fence it: by then its record has landed, or never will.
+    pub(crate) fn fence_delay(&self) -> Duration {
+        let landing = if self.storage.conditional_writes() {
+            self.config.storage_timeout
+        } else {
+            self.config.write_horizon
+        };
+        self.config.decision_timeout + landing + self.config.storage_timeout
     }
 
     /// Keys of the write set with no committed version known anywhere (no
@@ -532,6 +565,17 @@ impl Engine {
         };
         let wrote = match wrote {
             Ok(wrote) => Ok(wrote),
+            Err(e) if !self.storage.conditional_writes() => {
+                // The record may still land (no conditional write can stop
+                // it): only once the write horizon has passed can it be
+                // settled, in the background.
+                warn!(tid = %tid, error = %e, "commit record write failed; settling it after the write horizon");
+                Err(Failed {
+                    reason: AbortReason::Storage(TxnError::storage(tid, e)),
+                    written: written.clone(),
+                    unsettled: Some(meta.clone()),
+                })
+            }
             Err(e) => {
                 // The record may or may not have landed: settle it.
                 warn!(tid = %tid, error = %e, "commit record write failed; settling its outcome");

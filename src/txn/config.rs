@@ -41,6 +41,12 @@ pub struct EngineConfig {
     pub decision_timeout: Duration,
     /// Timeout of one storage call (bounds waits the engine makes on storage).
     pub storage_timeout: Duration,
+    /// On a store without conditional writes (Anna): how long after it was
+    /// sent a write may still be applied. A write that timed out is assumed
+    /// applied within this, or never; the engine waits it out before it
+    /// decides a commit whose record write failed, and coordinators stop
+    /// writing records this long before participants may fence them.
+    pub write_horizon: Duration,
     /// How often storage is swept for publication intents older than this
     /// interval (committed values a dead coordinator did not publish).
     pub publish_sweep_interval: Duration,
@@ -93,6 +99,7 @@ impl Default for EngineConfig {
             outcome_retention: 100_000,
             decision_timeout: Duration::from_secs(10),
             storage_timeout: DEFAULT_CALL_TIMEOUT,
+            write_horizon: DEFAULT_CALL_TIMEOUT * 3,
             publish_sweep_interval: Duration::from_secs(5),
             clustered: false,
             clock: Arc::new(SystemClock),

@@ -81,8 +81,7 @@ impl Engine {
         };
         let now = self.clock.wall_micros();
         let grace = self.config.publish_sweep_interval.as_micros() as u64;
-        let abandoned_after =
-            (self.config.decision_timeout + self.config.storage_timeout).as_micros() as u64;
+        let abandoned_after = self.fence_delay().as_micros() as u64;
         // (tid, age in microseconds) of every intent past its grace period.
         let due: Vec<(&str, u64)> = keys
             .iter()

@@ -276,4 +276,8 @@ impl Storage for NodeStorage {
     fn atomic_batches(&self) -> bool {
         !self.anna
     }
+
+    fn conditional_writes(&self) -> bool {
+        !self.anna
+    }
 }

@@ -35,6 +35,9 @@ use super::store::{Answer, NodeStorage, Op};
 pub mod timing {
     use std::time::Duration;
     pub const STORAGE_TIMEOUT: Duration = Duration::from_secs(1);
+    /// A write is applied within this of being sent, or never (the store
+    /// model keeps to it unless a run breaks it on purpose).
+    pub const WRITE_HORIZON: Duration = Duration::from_secs(3);
     pub const PEER_TIMEOUT: Duration = Duration::from_secs(1);
     pub const PREPARE_TIMEOUT: Duration = Duration::from_millis(2500);
     pub const DECISION_TIMEOUT: Duration = Duration::from_secs(4);
@@ -103,6 +106,10 @@ pub struct SimConfig {
     pub faults: FaultMix,
     /// Largest clock skew between nodes.
     pub skew: Duration,
+    /// The longest a stalled storage call takes (a stalled write lands
+    /// then, though its caller timed out long before). Within the write
+    /// horizon unless a run breaks that assumption on purpose.
+    pub late_write_max: Duration,
 }
 
 impl SimConfig {
@@ -137,6 +144,7 @@ impl SimConfig {
             keys: rng.random_range(3..=8usize),
             faults,
             skew: Duration::from_millis(rng.random_range(0..200)),
+            late_write_max: WRITE_HORIZON,
         }
     }
 
@@ -165,6 +173,9 @@ pub struct Counters {
     /// Times a decision key that already held something was overwritten
     /// (only possible without conditional writes).
     pub decision_overwrites: u64,
+    /// Of those, times the decision changed (a commit record over an abort
+    /// marker, or the other way round).
+    pub decision_flips: u64,
 }
 
 /// The fault state of the moment.
@@ -477,6 +488,7 @@ impl World {
             orphan_grace: ORPHAN_GRACE,
             decision_timeout: DECISION_TIMEOUT,
             storage_timeout: STORAGE_TIMEOUT,
+            write_horizon: WRITE_HORIZON,
             publish_sweep_interval: PUBLISH_SWEEP,
             cache_bytes: 64 << 20,
             clustered: self.cfg.nodes > 1,
@@ -632,7 +644,7 @@ impl World {
         let f = &self.cfg.faults;
         let stall = self.roll(f.storage_stalls);
         let latency = if stall {
-            self.between(Duration::from_millis(500), Duration::from_secs(3))
+            self.between(Duration::from_millis(500), self.cfg.late_write_max)
         } else if self.roll(0.03) {
             self.between(Duration::from_millis(2), Duration::from_millis(20))
         } else {
@@ -707,12 +719,26 @@ impl World {
                 ));
             }
         }
-        if let Op::Put(key, _) = &op {
-            if key.starts_with(b"aft/c/") && self.data.lock().contains_key(key) {
-                self.counters.lock().decision_overwrites += 1;
+        if let Op::Put(key, value) = &op {
+            let old = self.data.lock().get(key).cloned();
+            if let (true, Some(old)) = (key.starts_with(b"aft/c/"), old) {
+                let kind = |v: &[u8]| aft::txn::decode_decision(key, v).map(|d| d.is_some()).ok();
+                let flipped = kind(&old) != kind(value);
+                {
+                    let mut c = self.counters.lock();
+                    c.decision_overwrites += 1;
+                    if flipped {
+                        c.decision_flips += 1;
+                    }
+                }
                 self.trace(format!(
-                    "decision key {} overwritten",
-                    String::from_utf8_lossy(key)
+                    "decision key {} overwritten{}",
+                    String::from_utf8_lossy(key),
+                    if flipped {
+                        " (the decision changed)"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
