@@ -387,8 +387,9 @@ async fn storage_failure_before_the_commit_point_aborts_and_leaves_nothing() {
 
 /// Crash points: a commit that stopped after its data but before its record
 /// is invisible after restart and its data is collected; one that stopped
-/// right after its record is fully visible.
-#[tokio::test]
+/// right after its record is fully visible. (Paused time: the orphan sweep
+/// waits on this node's own clock before it takes data for an orphan.)
+#[tokio::test(start_paused = true)]
 async fn crash_points_around_the_commit_record() {
     let inner = MemoryStorage::default();
     let faults = Arc::new(Faults::default());
@@ -417,7 +418,7 @@ async fn crash_points_around_the_commit_record() {
     }
     drop(engine);
 
-    let engine = engine_over(faulty, config).await;
+    let engine = engine_over(faulty, config.clone()).await;
     let reader = engine.start().unwrap().tid.to_string();
     for key in ["a", "b"] {
         assert_eq!(
@@ -429,8 +430,13 @@ async fn crash_points_around_the_commit_record() {
     assert_eq!(
         engine.sweep_orphans().await,
         0,
-        "one sighting is not enough: the commit might still be writing its record"
+        "a first sighting is not enough: the commit might still be writing its record"
     );
+    // Still within the time a commit may take to write its record.
+    tokio::time::advance(config.decision_timeout).await;
+    assert_eq!(engine.sweep_orphans().await, 0, "seen too recently");
+    // Past it (decision timeout + storage timeout + a storage call): an orphan.
+    tokio::time::advance(config.storage_timeout * 2 + Duration::from_millis(1)).await;
     let deleted = engine.sweep_orphans().await;
     assert_eq!(
         deleted, 2,

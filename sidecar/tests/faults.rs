@@ -61,6 +61,12 @@ fn crash_at(
         "0",
         "--orphan-sweep-secs",
         "1",
+        // Short, so the orphan sweep may take data for an orphan soon (it
+        // waits until a commit could no longer be writing its record).
+        "--decision-timeout-ms",
+        "1000",
+        "--storage-timeout-ms",
+        "500",
     ];
     let env = [("AFT_FAILPOINTS", format!("{failpoint}=exit"))];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -138,7 +144,7 @@ fn killed_between_data_and_commit_record_nothing_is_visible_and_data_is_collecte
         ))
         .unwrap();
     let prefix = format!("aft/d/{tid}/");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = runtime
             .block_on(storage.scan_prefix(prefix.as_bytes()))

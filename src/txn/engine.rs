@@ -73,11 +73,15 @@ pub struct Engine {
     /// In a cluster: the cluster-wide GC watermark (see `gc.rs`). While it
     /// is unset or unknown, a clustered node drops and deletes nothing.
     pub(crate) global_watermark: std::sync::OnceLock<WatermarkFn>,
-    /// Orphan sweep state: transactions whose data had no commit record at
-    /// the previous sweep (an orphan is deleted when seen twice).
-    pub(crate) suspected_orphans: Mutex<std::collections::BTreeSet<String>>,
-    /// Abort markers seen in storage, deleted by the orphan sweep once old.
-    pub(crate) abort_markers: Mutex<std::collections::BTreeSet<String>>,
+    /// Orphan sweep state: transactions whose data had no commit record,
+    /// with when this node first found them so.
+    pub(crate) suspected_orphans: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
+    /// Abort markers seen in storage (or claimed here), with when this node
+    /// first noted each; the orphan sweep deletes them once old.
+    pub(crate) abort_markers: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
+    /// Publication intents seen by the sweep, with when this node first saw
+    /// each (its own monotonic clock: wall clocks of other nodes may be off).
+    pub(crate) intents_seen: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
     /// Tasks the engine spawned on its own (publications): they stop when
     /// the engine is dropped, as they would with the process.
     pub(crate) spawned: Mutex<tokio::task::JoinSet<()>>,

@@ -149,15 +149,19 @@ impl Engine {
 
     /// Remembers abort markers seen in storage, for the orphan sweep.
     pub(crate) fn note_abort_markers(&self, tids: Vec<String>) {
-        self.abort_markers.lock().extend(tids);
+        let now = Instant::now();
+        let mut noted = self.abort_markers.lock();
+        for tid in tids {
+            noted.entry(tid).or_insert(now);
+        }
     }
 
     /// Deletes data of transactions that did not commit (no commit record,
     /// or an abort marker), are older than the orphan grace period, and were
-    /// found so by two sweeps in a row (a commit still writing its record
-    /// when the first sweep looked is never taken for an orphan). Also
-    /// deletes abort markers older than the grace period: by then no
-    /// coordinator can still be writing a record they fence. Returns the
+    /// found so by this node at least the fence delay ago, by its own clock
+    /// (a commit still writing its record when a sweep looked is never taken
+    /// for an orphan: by then it has landed or never will). Also deletes
+    /// abort markers noted longer ago than the grace period. Returns the
     /// number of keys deleted.
     pub async fn sweep_orphans(&self) -> usize {
         let keys = match self.storage.scan_prefix(DATA_PREFIX).await {
@@ -183,17 +187,26 @@ impl Engine {
                 return 0;
             }
         };
-        let orphans_now: BTreeSet<String> = tids
-            .iter()
-            .zip(decisions)
-            .filter(|(_, decision)| !matches!(decision, Decision::Committed(_)))
-            .map(|(tid, _)| tid.to_string())
-            .collect();
-        let previous = std::mem::replace(&mut *self.suspected_orphans.lock(), orphans_now.clone());
-        let confirmed: BTreeSet<&str> = orphans_now
-            .intersection(&previous)
-            .map(String::as_str)
-            .collect();
+        let now = Instant::now();
+        let settled_after = self.fence_delay();
+        let confirmed: BTreeSet<String> = {
+            let mut suspected = self.suspected_orphans.lock();
+            let orphans_now: BTreeSet<&str> = tids
+                .iter()
+                .zip(decisions)
+                .filter(|(_, decision)| !matches!(decision, Decision::Committed(_)))
+                .map(|(tid, _)| *tid)
+                .collect();
+            suspected.retain(|tid, _| orphans_now.contains(tid.as_str()));
+            for tid in &orphans_now {
+                suspected.entry(tid.to_string()).or_insert(now);
+            }
+            suspected
+                .iter()
+                .filter(|(_, first)| now.duration_since(**first) >= settled_after)
+                .map(|(tid, _)| tid.clone())
+                .collect()
+        };
         let garbage: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| tid_of_data_key(k).is_some_and(|t| confirmed.contains(t)))
@@ -215,16 +228,18 @@ impl Engine {
         deleted
     }
 
-    /// The decision keys of noted abort markers older than the grace period
-    /// that still hold an abort marker (a key that holds a commit record is
-    /// never deleted here; one that is already gone is just forgotten).
+    /// The decision keys of abort markers noted longer ago than the grace
+    /// period (and the fence delay) that still hold an abort marker (a key
+    /// that holds a commit record is never deleted here; one that is already
+    /// gone is just forgotten).
     async fn old_abort_markers(&self) -> Vec<Vec<u8>> {
+        let after = self.config.orphan_grace.max(self.fence_delay());
         let old: Vec<String> = self
             .abort_markers
             .lock()
             .iter()
-            .filter(|tid| self.older_than_grace(tid))
-            .cloned()
+            .filter(|(_, noted)| noted.elapsed() >= after)
+            .map(|(tid, _)| tid.clone())
             .collect();
         if old.is_empty() {
             return Vec::new();

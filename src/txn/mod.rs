@@ -71,6 +71,7 @@ impl Engine {
             last_catch_up: tokio::sync::Mutex::new(None),
             settling: Mutex::new(Default::default()),
             abort_markers: Mutex::new(Default::default()),
+            intents_seen: Mutex::new(Default::default()),
         });
         if let Some(remote) = remote {
             engine.set_remote(remote);

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
@@ -20,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::commit::marker_entries;
 use super::engine::Engine;
 use super::keys::{data_key_for_tid, intent_key, tid_of_intent_key, INTENT_PREFIX};
-use super::record::{decode_intent, Decision};
+use super::record::Decision;
 use crate::meta::CommitMeta;
 use crate::proto::anna::LwwValue;
 use crate::storage::{Storage, StorageError};
@@ -79,23 +80,31 @@ impl Engine {
                 return 0;
             }
         };
-        let now = self.clock.wall_micros();
-        let grace = self.config.publish_sweep_interval.as_micros() as u64;
-        let abandoned_after = self.fence_delay().as_micros() as u64;
-        // (tid, age in microseconds) of every intent past its grace period.
-        let due: Vec<(&str, u64)> = keys
-            .iter()
-            .zip(intents)
-            .filter_map(|(key, intent)| {
-                let tid = tid_of_intent_key(key)?;
-                let written_at = intent
-                    .as_deref()
-                    .and_then(decode_intent)
-                    .map_or(0, |i| i.written_at);
-                let age = now.saturating_sub(written_at);
-                (intent.is_some() && age > grace).then_some((tid, age))
-            })
-            .collect();
+        // How long this node has seen each intent, by its own clock (the
+        // intent's own time comes from its coordinator's wall clock, which
+        // may be off).
+        let now = tokio::time::Instant::now();
+        let ages: Vec<(&str, Duration)> = {
+            let mut seen = self.intents_seen.lock();
+            let present: Vec<&str> = keys
+                .iter()
+                .zip(&intents)
+                .filter(|(_, intent)| intent.is_some())
+                .filter_map(|(key, _)| tid_of_intent_key(key))
+                .collect();
+            seen.retain(|tid, _| present.contains(&tid.as_str()));
+            present
+                .into_iter()
+                .map(|tid| {
+                    let first = *seen.entry(tid.to_string()).or_insert(now);
+                    (tid, now.duration_since(first))
+                })
+                .collect()
+        };
+        let grace = self.config.publish_sweep_interval;
+        let abandoned_after = self.fence_delay();
+        let due: Vec<(&str, Duration)> =
+            ages.into_iter().filter(|(_, age)| *age >= grace).collect();
         if due.is_empty() {
             return 0;
         }
