@@ -106,12 +106,14 @@ async fn simulate(cfg: SimConfig) -> SeedResult {
     }
     // GC waits for every node's clock to pass a superseding commit's
     // timestamp (plus a margin): clocks that jumped make that longer.
-    let drift = world
+    let offsets: Vec<i64> = world
         .nodes
         .iter()
-        .map(|n| n.clock.offset_micros().unsigned_abs())
-        .max()
-        .unwrap_or(0);
+        .map(|n| n.clock.offset_micros())
+        .collect();
+    let spread = offsets.iter().max().copied().unwrap_or(0).max(0)
+        - offsets.iter().min().copied().unwrap_or(0).min(0);
+    let drift = spread.unsigned_abs() + world::timing::GC_MARGIN.as_micros() as u64;
     let mut recorded = std::mem::take(&mut *workload.recorded.lock());
     checks::resolve_outcomes(&world, &mut recorded, &mut violations);
     world.trace("executors done; settling");
@@ -210,7 +212,7 @@ fn shape_of(i: u64) -> (usize, bool) {
         70..=84 => 4,
         85..=93 => 5,
         94..=98 => 8,
-        _ if i % 1000 == 999 => 50,
+        _ if i % 2000 == 1999 => 50,
         _ => 16,
     };
     (nodes, i % 5 == 4)

@@ -239,15 +239,14 @@ fn send<F, Fut>(
     for _ in 0..copies {
         let latency = world.message_latency();
         let (w, deliver) = (Arc::clone(world), deliver.clone());
+        // One task per message: its handlers are instant (no await that a
+        // crash of the target could cut in two), so it need not be the
+        // target's task.
         tokio::spawn(async move {
             sleep(latency).await;
-            let target = Arc::clone(&w);
-            if target.engine(to).is_some() {
-                let inner = Arc::clone(&w);
-                target.spawn_on(to, async move {
-                    inner.gate(to).await;
-                    deliver(inner).await;
-                });
+            w.gate(to).await;
+            if w.engine(to).is_some() {
+                deliver(w).await;
             }
         });
     }

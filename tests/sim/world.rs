@@ -47,8 +47,8 @@ pub mod timing {
     pub const SCAN_EVERY: Duration = Duration::from_secs(10);
     pub const LEASE: Duration = Duration::from_secs(5);
     pub const PUBLISH_SWEEP: Duration = Duration::from_secs(2);
-    pub const ORPHAN_GRACE: Duration = Duration::from_secs(15);
-    pub const ORPHAN_SWEEP: Duration = Duration::from_secs(5);
+    pub const ORPHAN_GRACE: Duration = Duration::from_secs(8);
+    pub const ORPHAN_SWEEP: Duration = Duration::from_secs(3);
     /// The gossip margin of the cluster watermark (as the binary: 4 × dead_after).
     pub const GC_MARGIN: Duration = Duration::from_secs(8);
 }
@@ -139,7 +139,7 @@ impl SimConfig {
             anna,
             regression: None,
             run: Duration::from_millis(rng.random_range(3_000..8_000)),
-            settle: Duration::from_secs(60),
+            settle: Duration::from_secs(40),
             executors: rng.random_range(1..=4usize),
             keys: rng.random_range(3..=8usize),
             faults,
