@@ -112,6 +112,9 @@ pub struct Cli {
     /// How often storage is swept for committed values a crashed node did not publish to their plain keys, milliseconds.
     #[arg(long, env = "AFT_PUBLISH_SWEEP_MS")]
     pub publish_sweep_ms: Option<u64>,
+    /// How long executors wait for a get or put before giving up (Cloudburst: 5 s), milliseconds.
+    #[arg(long, env = "AFT_CLIENT_TIMEOUT_MS")]
+    pub client_timeout_ms: Option<u64>,
     /// Stores without conditional writes (Anna): a write is applied within this long after it is sent, or never, milliseconds.
     #[arg(long, env = "AFT_WRITE_HORIZON_MS")]
     pub write_horizon_ms: Option<u64>,
@@ -160,6 +163,7 @@ pub struct FileConfig {
     pub orphan_sweep_secs: Option<u64>,
     pub publish_sweep_ms: Option<u64>,
     pub write_horizon_ms: Option<u64>,
+    pub client_timeout_ms: Option<u64>,
     pub outcome_retention: Option<usize>,
 }
 
@@ -191,6 +195,7 @@ pub struct Settings {
     pub orphan_sweep: Duration,
     pub publish_sweep: Duration,
     pub write_horizon: Duration,
+    pub client_timeout: Duration,
     pub outcome_retention: usize,
 }
 
@@ -366,6 +371,12 @@ impl Settings {
             ),
             cache_bytes: cli.cache_bytes.or(file.cache_bytes).unwrap_or(256 << 20),
             storage_timeout,
+            client_timeout: Duration::from_millis(
+                cli.client_timeout_ms
+                    .or(file.client_timeout_ms)
+                    .unwrap_or(5000)
+                    .max(1),
+            ),
             write_horizon: Duration::from_millis(
                 cli.write_horizon_ms
                     .or(file.write_horizon_ms)

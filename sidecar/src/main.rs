@@ -97,6 +97,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         outcome_retention: settings.outcome_retention,
         storage_timeout: settings.storage_timeout,
         write_horizon: settings.write_horizon,
+        client_timeout: settings.client_timeout,
         clustered: settings.peers.is_some(),
         ..EngineConfig::default()
     };

@@ -409,3 +409,42 @@ fn a_function_registered_on_one_node_is_found_at_once_when_pinned_on_another() {
         "a commit acknowledged on one node must be found by a read that starts after it on any other"
     );
 }
+
+/// A sidecar that stops running (SIGSTOP) longer than half the executor's
+/// read timeout: the executor's read times out and it sees "no value",
+/// although the sidecar answers every request once it runs again. The
+/// transaction must then not commit.
+#[test]
+fn a_read_that_timed_out_while_the_sidecar_was_stopped_aborts_the_dag() {
+    let cluster = LocalCluster::start(Path::new(BIN), 1, &[]);
+    let patient = client(&cluster, 0, 0);
+    let init = commit_key(&patient, "st");
+    // Cloudburst's executor client: 5 s per get.
+    let executor = IpcClient::connect(&cluster.nodes[0].ipc, 1, Duration::from_secs(5)).unwrap();
+    let tid = executor.start().unwrap().id;
+    assert_eq!(cloudburst_get(&executor, &tid, "st"), Some(init));
+    cluster.nodes[0].sidecar.signal("STOP");
+    let stopped = Instant::now();
+    assert_eq!(
+        cloudburst_get(&executor, &tid, "st"),
+        None,
+        "the read times out"
+    );
+    assert!(stopped.elapsed() >= Duration::from_secs(4));
+    cluster.nodes[0].sidecar.signal("CONT");
+    let executor = IpcClient::connect(&cluster.nodes[0].ipc, 2, Duration::from_secs(10)).unwrap();
+    executor
+        .put(Some(&tid), &[("st2", value(&tid, "st2"))])
+        .unwrap();
+    assert_eq!(
+        executor.commit(&tid, &[]).unwrap().status,
+        TransactionStatus::Aborted,
+        "a transaction whose read timed out at its executor committed"
+    );
+    // New work after the stall is fine.
+    let fresh = commit_key(&executor, "st3");
+    assert_eq!(
+        writer(executor.get(None, &["st3"]).unwrap().remove(0)),
+        Some(fresh)
+    );
+}

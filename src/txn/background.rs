@@ -1,5 +1,6 @@
 //! The engine's background tasks: GC with the lease reaper, the orphan
-//! sweep, and the publication sweep.
+//! sweep, the publication sweep, and a liveness ticker (how the engine
+//! notices it was paused).
 
 use std::sync::Arc;
 
@@ -77,8 +78,22 @@ impl Engine {
                 }
             })
         };
+        let liveness = {
+            let engine = Arc::downgrade(self);
+            let every = (self.config.client_timeout / 20).max(std::time::Duration::from_millis(10));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    engine.beat();
+                }
+            })
+        };
         BackgroundTasks {
-            handles: vec![gc, sweep, publications],
+            handles: vec![gc, sweep, publications, liveness],
         }
     }
 }

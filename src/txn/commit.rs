@@ -148,6 +148,7 @@ impl Engine {
     /// addresses, as executors list them): every one of them other than this
     /// node is asked to persist what it buffered for `tid`.
     pub async fn commit_with(&self, tid: &str, nodes: &[String]) -> Result<Outcome, TxnError> {
+        self.notice_stall();
         if let Some(outcome) = self.outcomes.lock().get(tid) {
             return Ok(outcome);
         }

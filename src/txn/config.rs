@@ -41,6 +41,11 @@ pub struct EngineConfig {
     pub decision_timeout: Duration,
     /// Timeout of one storage call (bounds waits the engine makes on storage).
     pub storage_timeout: Duration,
+    /// How long executors wait for a get or put before they give up and
+    /// take "no value" (Cloudburst's client: 5 s). A read answered later
+    /// than half of this, or a node that stalled for half of it, dooms the
+    /// transactions concerned: their executors may have seen nothing.
+    pub client_timeout: Duration,
     /// On a store without conditional writes (Anna): how long after it was
     /// sent a write may still be applied. A write that timed out is assumed
     /// applied within this, or never; the engine waits it out before it
@@ -99,6 +104,7 @@ impl Default for EngineConfig {
             outcome_retention: 100_000,
             decision_timeout: Duration::from_secs(10),
             storage_timeout: DEFAULT_CALL_TIMEOUT,
+            client_timeout: Duration::from_secs(5),
             write_horizon: DEFAULT_CALL_TIMEOUT * 3,
             publish_sweep_interval: Duration::from_secs(5),
             clustered: false,

@@ -85,6 +85,9 @@ pub struct Engine {
     /// Tasks the engine spawned on its own (publications): they stop when
     /// the engine is dropped, as they would with the process.
     pub(crate) spawned: Mutex<tokio::task::JoinSet<()>>,
+    /// When the liveness ticker last ran (see [`Engine::notice_stall`]);
+    /// `None` while no ticker runs (background tasks not started).
+    pub(crate) last_beat: Mutex<Option<tokio::time::Instant>>,
     /// Transactions whose commit outcome is being settled (see
     /// `commit.rs`): an abort of one answers `Unknown`, not `Aborted`.
     pub(crate) settling: Mutex<std::collections::HashSet<Arc<str>>>,
@@ -127,6 +130,66 @@ impl Engine {
     pub(crate) async fn failpoint(&self, name: &'static str) {
         if self.config.failpoints.hit(name) {
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Notes that the node is running (the liveness ticker calls this often).
+    pub(crate) fn beat(&self) {
+        let first = self.last_beat.lock().is_none();
+        if first {
+            *self.last_beat.lock() = Some(tokio::time::Instant::now());
+        } else {
+            // After a pause, whichever runs first (this ticker or a request)
+            // notices it.
+            self.notice_stall();
+        }
+    }
+
+    /// Test hook for simulations that pause a node by holding its I/O (a
+    /// real pause freezes the liveness ticker too): the node last ran at `at`.
+    #[doc(hidden)]
+    pub fn paused_since(&self, at: tokio::time::Instant) {
+        let mut last = self.last_beat.lock();
+        if last.is_some() {
+            *last = Some(at);
+        }
+    }
+
+    /// Called on every request: if the node did not run for more than half
+    /// the client timeout (the process was paused, or starved), requests
+    /// that queued up meanwhile may have timed out at their executors, which
+    /// then took "no value". Every transaction running here is doomed.
+    pub(crate) fn notice_stall(&self) {
+        let now = tokio::time::Instant::now();
+        let stalled = {
+            let mut last = self.last_beat.lock();
+            let Some(previous) = *last else {
+                return;
+            };
+            *last = Some(now);
+            now.duration_since(previous)
+        };
+        if stalled <= self.config.client_timeout / 2 {
+            return;
+        }
+        let reason = format!(
+            "this node stalled for {stalled:?}: requests of the transaction may have timed out at its executors"
+        );
+        let running: Vec<TxnSlot> = self.txns.lock().values().cloned().collect();
+        let mut doomed = 0;
+        for slot in running {
+            let mut txn = slot.lock();
+            if txn.phase == Phase::Running && txn.doomed.is_none() {
+                txn.doom(reason.clone());
+                doomed += 1;
+            }
+        }
+        if doomed > 0 {
+            warn!(
+                ?stalled,
+                doomed, "the node stalled; its running transactions can only abort"
+            );
+            self.metrics.txn_doomed.inc_by(doomed);
         }
     }
 
@@ -228,10 +291,20 @@ impl Engine {
         tid: Option<&str>,
         keys: &[String],
     ) -> Result<Vec<ReadValue>, TxnError> {
+        self.notice_stall();
         match tid {
             Some(tid) => {
                 let slot = self.slot(tid)?;
+                let started = tokio::time::Instant::now();
                 let read = self.read_in(&slot, keys).await;
+                let took = started.elapsed();
+                if took > self.config.client_timeout / 2 {
+                    // The executor may have given up on this answer.
+                    slot.lock().doom(format!(
+                        "a read took {took:?}: its executor may have timed out and seen nothing"
+                    ));
+                    self.metrics.txn_doomed.inc();
+                }
                 if let Err(e) = &read {
                     let regressed =
                         self.config.regression == Some(super::Regression::FailedReadsCommit);
@@ -256,6 +329,7 @@ impl Engine {
     /// All or nothing: one oversized value refuses the whole request, and
     /// dooms the transaction (a commit without that write would be half of it).
     pub fn put(&self, tid: &str, writes: Vec<(String, Bytes)>) -> Result<(), TxnError> {
+        self.notice_stall();
         let slot = self.slot(tid)?;
         let mut txn = slot.lock();
         txn.check_running()?;
@@ -376,6 +450,7 @@ impl Engine {
     /// that fails, the transaction is marked failed here so its later calls
     /// fail and its commit aborts.
     pub async fn continue_from(&self, tid: &str, upstream: &str) -> Result<(), TxnError> {
+        self.notice_stall();
         if let Some(done) = self.continue_now(tid, upstream) {
             return done;
         }

@@ -70,6 +70,7 @@ impl Engine {
             spawned: Mutex::new(tokio::task::JoinSet::new()),
             last_catch_up: tokio::sync::Mutex::new(None),
             settling: Mutex::new(Default::default()),
+            last_beat: Mutex::new(None),
             abort_markers: Mutex::new(Default::default()),
             intents_seen: Mutex::new(Default::default()),
         });

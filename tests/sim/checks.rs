@@ -231,7 +231,8 @@ pub fn check_all(world: &World, rec: &mut Recorded) -> Vec<String> {
         let left = match rest.split_once('/') {
             Some(("d", path)) => {
                 let (tid, k) = path.split_once('/').unwrap_or((path, ""));
-                (newest.get(k).map(|v| &*v.tid) != Some(tid)).then(|| "superseded or orphaned data")
+                (newest.get(k).map(|v| &*v.tid) != Some(tid))
+                    .then_some("superseded or orphaned data")
             }
             Some(("p", _)) => Some("a publication intent"),
             Some(("c", tid)) => match decode_decision(key, value) {

@@ -86,9 +86,7 @@ impl SimRemote {
             let sender = world.nodes[from].address.clone();
             let handle = world.spawn_on(to, async move {
                 w.gate(to).await;
-                let Some((engine, _)) = w.engine(to) else {
-                    return None;
-                };
+                let (engine, _) = w.engine(to)?;
                 if let Some(m) = w.membership(to) {
                     m.observe(&sender, None);
                 }

@@ -117,14 +117,13 @@ impl Op {
                 }
                 Answer::Done
             }
-            Op::PutIfAbsent(k, v) => {
-                if map.contains_key(&k) {
-                    Answer::Wrote(false)
-                } else {
-                    map.insert(k, v);
+            Op::PutIfAbsent(k, v) => match map.entry(k) {
+                std::collections::btree_map::Entry::Occupied(_) => Answer::Wrote(false),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(v);
                     Answer::Wrote(true)
                 }
-            }
+            },
             Op::PutManyIfAbsent(guard, entries) => {
                 if map.contains_key(&guard) {
                     Answer::Wrote(false)

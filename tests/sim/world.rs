@@ -82,15 +82,6 @@ pub struct FaultMix {
     pub vanishing_executors: bool,
 }
 
-impl FaultMix {
-    /// Whether this mix has faults that may make a node miss versions it
-    /// needs without any bug (a node silent past `dead_after`, lost gossip,
-    /// clocks that jump past the gossip margin): reads may then fail.
-    pub fn excuses_failed_reads(&self) -> bool {
-        self.pauses || self.partitions || self.clock_jumps || self.message_loss > 0.0
-    }
-}
-
 /// One run's configuration: everything derived from (seed, nodes, mode).
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -228,7 +219,9 @@ pub struct World {
     pub faults: Mutex<FaultState>,
     pub counters: Mutex<Counters>,
     trace: Mutex<Vec<TraceLine>>,
-    /// Events that may legitimately make a read fail (see [`FaultMix::excuses_failed_reads`]).
+    /// Stretches of time in which a read may legitimately fail for want of
+    /// a collected version (a node silent past `dead_after`, a partition, a
+    /// clock jump past the gossip margin).
     pub excuses: Mutex<Vec<(Instant, Instant)>>,
     crash_tx: mpsc::UnboundedSender<(usize, u64, &'static str)>,
     me: Weak<World>,
@@ -348,11 +341,6 @@ impl World {
             .map(|up| Arc::clone(&up.membership))
     }
 
-    /// Whether `node` is up (not crashed, not booting, not paused).
-    pub fn is_available(&self, node: usize) -> bool {
-        !*self.nodes[node].gate.borrow() && self.nodes[node].inner.lock().up.is_some()
-    }
-
     /// Runs `task` as part of `node`'s current incarnation: a crash aborts it.
     pub fn spawn_on<T: Send + 'static>(
         &self,
@@ -397,6 +385,16 @@ impl World {
     pub fn resume(&self, node: usize) {
         if *self.nodes[node].gate.borrow() {
             self.trace(format!("node {} resumed", node + 1));
+            // A real pause stops the engine's liveness ticker as well.
+            let since = self.nodes[node]
+                .inner
+                .lock()
+                .unavailable
+                .last()
+                .map(|(from, _)| *from);
+            if let (Some((engine, _)), Some(since)) = (self.engine(node), since) {
+                engine.paused_since(since);
+            }
             self.nodes[node].gate.send_replace(false);
         }
     }
@@ -611,7 +609,7 @@ impl World {
     }
 
     /// Whether a read that failed at `at`, in a transaction started at
-    /// `started`, may have failed without a bug (see [`FaultMix::excuses_failed_reads`]).
+    /// `started`, may have failed without a bug.
     pub fn read_failure_excused(&self, started: Instant, at: Instant) -> bool {
         if self.cfg.faults.message_loss > 0.0 {
             return true;
