@@ -79,6 +79,9 @@ pub struct Engine {
     /// Abort markers seen in storage (or claimed here), with when this node
     /// first noted each; the orphan sweep deletes them once old.
     pub(crate) abort_markers: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
+    /// Saved base values the orphan sweep found unneeded, with when it
+    /// first did.
+    pub(crate) bases_seen: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
     /// Publication intents seen by the sweep, with when this node first saw
     /// each (its own monotonic clock: wall clocks of other nodes may be off).
     pub(crate) intents_seen: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
@@ -283,6 +286,18 @@ impl Engine {
         }
     }
 
+    /// [`Engine::slot`] for an executor's read or write. A transaction this
+    /// node does not know is recorded as failed (until its lease runs out):
+    /// if this node restarted and lost its state, a later `continue` must
+    /// not bring the transaction back here as if nothing had been lost.
+    fn slot_for_executor(&self, tid: &str) -> Result<TxnSlot, TxnError> {
+        let slot = self.slot(tid);
+        if let Err(e @ TxnError::UnknownTransaction { .. }) = &slot {
+            self.register_failed(tid, e);
+        }
+        slot
+    }
+
     /// Reads keys in transaction `tid` (read-atomic, read-your-writes,
     /// repeatable), or, with `tid = None`, reads the newest committed values
     /// read-atomically across the keys of this one request.
@@ -294,7 +309,7 @@ impl Engine {
         self.notice_stall();
         match tid {
             Some(tid) => {
-                let slot = self.slot(tid)?;
+                let slot = self.slot_for_executor(tid)?;
                 let started = tokio::time::Instant::now();
                 let read = self.read_in(&slot, keys).await;
                 let took = started.elapsed();
@@ -330,7 +345,7 @@ impl Engine {
     /// dooms the transaction (a commit without that write would be half of it).
     pub fn put(&self, tid: &str, writes: Vec<(String, Bytes)>) -> Result<(), TxnError> {
         self.notice_stall();
-        let slot = self.slot(tid)?;
+        let slot = self.slot_for_executor(tid)?;
         let mut txn = slot.lock();
         txn.check_running()?;
         let buffered = self

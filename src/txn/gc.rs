@@ -207,6 +207,7 @@ impl Engine {
                 .map(|(tid, _)| tid.clone())
                 .collect()
         };
+        let bases = self.stray_base_values(&keys);
         let garbage: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| tid_of_data_key(k).is_some_and(|t| confirmed.contains(t)))
@@ -217,7 +218,7 @@ impl Engine {
             self.pending_deletes.lock().extend(intents);
         }
         let markers = self.old_abort_markers().await;
-        let deleted = self.delete_now_or_later([garbage, markers]).await;
+        let deleted = self.delete_now_or_later([garbage, markers, bases]).await;
         if deleted > 0 {
             debug!(
                 keys = deleted,
@@ -226,6 +227,45 @@ impl Engine {
             );
         }
         deleted
+    }
+
+    /// Saved base values no index here needs, found by the sweep's scan:
+    /// the key has committed versions, its base is not among them (GC
+    /// dropped it, or it was written by a first commit that aborted, or
+    /// landed late), and the oldest version this node holds committed below
+    /// the cluster watermark (on a single node, any time), so no transaction
+    /// anywhere can read the base any more. A base first seen less than the
+    /// fence delay ago is left for a later sweep (its commit may be landing).
+    fn stray_base_values(&self, keys: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let prefix = data_key(&crate::meta::Version::base(), "");
+        let below = if self.config.clustered {
+            match self.global_watermark.get().and_then(|w| w()) {
+                Some(watermark) => watermark,
+                None => return Vec::new(),
+            }
+        } else {
+            u64::MAX
+        };
+        let now = Instant::now();
+        let settled_after = self.fence_delay();
+        let view = self.index.view();
+        let mut seen = self.bases_seen.lock();
+        let stray: Vec<(&Vec<u8>, &str)> = keys
+            .iter()
+            .filter_map(|k| {
+                let key = std::str::from_utf8(k.strip_prefix(prefix.as_slice())?).ok()?;
+                let oldest = view.versions(key).first()?;
+                (!oldest.version.is_base() && oldest.version.timestamp < below).then_some((k, key))
+            })
+            .collect();
+        seen.retain(|key, _| stray.iter().any(|(_, k)| k == key));
+        stray
+            .into_iter()
+            .filter_map(|(k, key)| {
+                let first = *seen.entry(key.to_string()).or_insert(now);
+                (now.duration_since(first) >= settled_after).then(|| k.clone())
+            })
+            .collect()
     }
 
     /// The decision keys of abort markers noted longer ago than the grace

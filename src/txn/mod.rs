@@ -73,6 +73,7 @@ impl Engine {
             last_beat: Mutex::new(None),
             abort_markers: Mutex::new(Default::default()),
             intents_seen: Mutex::new(Default::default()),
+            bases_seen: Mutex::new(Default::default()),
         });
         if let Some(remote) = remote {
             engine.set_remote(remote);
