@@ -256,7 +256,10 @@ fn peer_envelope_carries_its_version() {
         protocol_version: PROTOCOL_VERSION,
         correlation_id: 7,
         sender: "s".into(),
-        body: Some(Body::FetchTransaction(FetchTransaction { tid: "t".into() })),
+        body: Some(Body::FetchTransaction(FetchTransaction {
+            tid: "t".into(),
+            ..Default::default()
+        })),
     };
     roundtrip(
         &env,

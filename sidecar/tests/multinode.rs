@@ -471,7 +471,10 @@ fn a_peer_speaking_garbage_or_another_version_is_answered_and_ignored() {
         protocol_version: 99,
         correlation_id: 5,
         sender: "127.0.0.9".into(),
-        body: Some(Body::FetchTransaction(FetchTransaction { tid: "x".into() })),
+        body: Some(Body::FetchTransaction(FetchTransaction {
+            tid: "x".into(),
+            ..Default::default()
+        })),
     };
     let reply = answer(&wrong_version.encode_to_vec());
     assert_eq!(reply.correlation_id, 5);
@@ -484,6 +487,7 @@ fn a_peer_speaking_garbage_or_another_version_is_answered_and_ignored() {
         sender: "127.0.0.9".into(),
         body: Some(Body::FetchTransaction(FetchTransaction {
             tid: "no-such".into(),
+            ..Default::default()
         })),
     };
     let reply = answer(&unknown.encode_to_vec());

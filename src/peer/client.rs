@@ -70,9 +70,15 @@ impl PeerClient {
 
 #[async_trait]
 impl Remote for PeerClient {
-    async fn fetch_transaction(&self, node: &str, tid: &str) -> Result<UpstreamState, TxnError> {
+    async fn fetch_transaction(
+        &self,
+        node: &str,
+        tid: &str,
+        incarnation: u64,
+    ) -> Result<UpstreamState, TxnError> {
         let body = Body::FetchTransaction(FetchTransaction {
             tid: tid.to_string(),
+            requester_incarnation: incarnation,
         });
         match self.call(tid, node, body, self.timeout).await? {
             Body::TransactionState(state) => Ok(state_from_proto(&state)),

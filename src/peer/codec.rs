@@ -6,8 +6,8 @@ use prost::Message;
 
 use crate::meta::{CommitMeta, Version};
 use crate::proto::peer::{
-    peer_envelope::Body, BufferedKey, CommittedTransaction, KeyVersion, PeerEnvelope,
-    TransactionState, PROTOCOL_VERSION,
+    peer_envelope::Body, BufferedKey, CommittedTransaction, KeyVersion, NodeIncarnation,
+    PeerEnvelope, TransactionState, PROTOCOL_VERSION,
 };
 use crate::txn::UpstreamState;
 
@@ -56,6 +56,14 @@ pub fn state_to_proto(tid: &str, state: &UpstreamState) -> TransactionState {
         upstream_nodes: state.upstream_nodes.clone(),
         start_timestamp: state.start_ts,
         failure: state.doomed.clone().unwrap_or_default(),
+        visited: state
+            .visited
+            .iter()
+            .map(|(node, incarnation)| NodeIncarnation {
+                node: node.clone(),
+                incarnation: *incarnation,
+            })
+            .collect(),
     }
 }
 
@@ -72,6 +80,11 @@ pub fn state_from_proto(state: &TransactionState) -> UpstreamState {
         upstream_nodes: state.upstream_nodes.clone(),
         start_ts: state.start_timestamp,
         doomed: (!state.failure.is_empty()).then(|| state.failure.clone()),
+        visited: state
+            .visited
+            .iter()
+            .map(|v| (v.node.clone(), v.incarnation))
+            .collect(),
     }
 }
 
@@ -114,10 +127,12 @@ mod tests {
             upstream_nodes: vec!["10.0.0.1".into()],
             start_ts: 42,
             doomed: Some("a read failed".into()),
+            visited: vec![("10.0.0.1".into(), 7)],
         };
         let back = state_from_proto(&state_to_proto("t", &state));
         assert_eq!(back.start_ts, 42);
         assert_eq!(back.doomed.as_deref(), Some("a read failed"));
+        assert_eq!(back.visited, state.visited);
         assert_eq!(back.reads, state.reads);
         assert_eq!(back.lower, state.lower);
         assert_eq!(back.buffered, state.buffered);

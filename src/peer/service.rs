@@ -60,10 +60,15 @@ impl Service {
                 members.push(self.membership.me().to_string());
                 Some(Body::HeartbeatAck(HeartbeatAck { members }))
             }
-            Body::FetchTransaction(req) => Some(match self.engine.export_state(&req.tid) {
-                Ok(state) => Body::TransactionState(state_to_proto(&req.tid, &state)),
-                Err(e) => txn_error(&e),
-            }),
+            Body::FetchTransaction(req) => Some(
+                match self
+                    .engine
+                    .export_state(&req.tid, Some((sender.clone(), req.requester_incarnation)))
+                {
+                    Ok(state) => Body::TransactionState(state_to_proto(&req.tid, &state)),
+                    Err(e) => txn_error(&e),
+                },
+            ),
             Body::ReadBuffered(req) => Some(match self.engine.read_buffered(&req.tid, &req.key) {
                 Ok(value) => Body::BufferedValue(BufferedValue {
                     found: value.is_some(),

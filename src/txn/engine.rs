@@ -88,6 +88,9 @@ pub struct Engine {
     /// Tasks the engine spawned on its own (publications): they stop when
     /// the engine is dropped, as they would with the process.
     pub(crate) spawned: Mutex<tokio::task::JoinSet<()>>,
+    /// This engine's incarnation: random, new each time a node starts, so a
+    /// transaction can tell a restarted node from the one it was on.
+    pub(crate) incarnation: u64,
     /// When the liveness ticker last ran (see [`Engine::notice_stall`]);
     /// `None` while no ticker runs (background tasks not started).
     pub(crate) last_beat: Mutex<Option<tokio::time::Instant>>,
@@ -471,7 +474,11 @@ impl Engine {
         }
         let local = self.txns.lock().get(tid).cloned();
         let fetched = match self.remote.get() {
-            Some(remote) => remote.fetch_transaction(upstream, tid).await,
+            Some(remote) => {
+                remote
+                    .fetch_transaction(upstream, tid, self.incarnation)
+                    .await
+            }
             None => Err(TxnError::Peer {
                 tid: tid.to_string(),
                 peer: upstream.to_string(),
@@ -481,11 +488,14 @@ impl Engine {
         match (fetched, local) {
             (Ok(state), None) => {
                 let start_seq = self.index.current_seq();
-                self.register(state.into_transaction(tid, upstream, start_seq))?;
+                let mut txn = state.into_transaction(tid, upstream, start_seq);
+                self.check_visits(&mut txn);
+                self.register(txn)?;
                 Ok(())
             }
             (Ok(state), Some(slot)) => {
                 let conflicts = slot.lock().merge_upstream(state, upstream);
+                self.check_visits(&mut slot.lock());
                 let verdict = if conflicts.is_empty() {
                     let reads = slot.lock().reads.clone();
                     self.check_reads_together(&reads).await
@@ -513,6 +523,22 @@ impl Engine {
                 self.register_failed(tid, &err);
                 Err(err)
             }
+        }
+    }
+
+    /// Dooms a transaction that was on this node in an earlier incarnation:
+    /// the node restarted since, and whatever the transaction did here then
+    /// (a branch's reads and writes) is lost.
+    fn check_visits(&self, txn: &mut Transaction) {
+        let me = &self.config.node_address;
+        let earlier = txn
+            .visited
+            .iter()
+            .any(|(node, incarnation)| node == me && *incarnation != self.incarnation);
+        if earlier && txn.doomed.is_none() {
+            warn!(tid = %txn.id, "the transaction was here before this node restarted; it can only abort");
+            txn.doom("it was on this node before the node restarted; what it did here is lost");
+            self.metrics.txn_doomed.inc();
         }
     }
 

@@ -52,8 +52,10 @@ impl Engine {
         metrics: Metrics,
         remote: Option<Arc<dyn Remote>>,
     ) -> Result<Arc<Engine>, TxnError> {
+        let incarnation = config.clock.entropy() as u64;
         let engine = Arc::new_cyclic(|me| Engine {
             me: me.clone(),
+            incarnation,
             storage,
             index: VersionIndex::new(),
             cache: ValueCache::new(config.cache_bytes),

@@ -22,10 +22,18 @@ impl Engine {
     /// What this node knows of running transaction `tid`, for a node
     /// downstream in its DAG. Keys buffered here are reported with this node
     /// as their owner (their latest write in the DAG so far).
-    pub fn export_state(&self, tid: &str) -> Result<UpstreamState, TxnError> {
+    /// `to` is the asking node and its incarnation: the transaction
+    /// remembers it went there.
+    pub fn export_state(
+        &self,
+        tid: &str,
+        to: Option<(String, u64)>,
+    ) -> Result<UpstreamState, TxnError> {
         let slot = self.slot(tid)?;
         let mut txn = slot.lock();
         txn.check_running()?;
+        let here = (self.config.node_address.clone(), self.incarnation);
+        txn.note_visits([here].into_iter().chain(to));
         let me = self.config.node_address.clone();
         let mut buffered: HashMap<String, String> = txn.upstream_writes.clone();
         for key in txn.writes.keys() {
@@ -50,6 +58,7 @@ impl Engine {
             upstream_nodes,
             start_ts: txn.start_ts,
             doomed: txn.doomed.clone(),
+            visited: txn.visited.clone(),
         })
     }
 

@@ -26,6 +26,8 @@ pub struct UpstreamState {
     pub start_ts: u64,
     /// Why the transaction is doomed, if a read or write upstream failed.
     pub doomed: Option<String>,
+    /// Every (node, incarnation) the transaction is known to have been on.
+    pub visited: Vec<(String, u64)>,
 }
 
 impl UpstreamState {
@@ -34,6 +36,7 @@ impl UpstreamState {
     pub(crate) fn into_transaction(self, tid: &str, upstream: &str, start_seq: u64) -> Transaction {
         let mut txn = Transaction::new(Arc::from(tid), start_seq, self.start_ts);
         txn.doomed = self.doomed;
+        txn.visited = self.visited;
         txn.reads = self.reads.into_iter().collect();
         txn.lower = self.lower.into_iter().collect();
         txn.upstream_writes = self.buffered.into_iter().collect();
@@ -59,8 +62,14 @@ pub struct PreparedVote {
 /// and fails with [`TxnError::Peer`] naming the peer.
 #[async_trait]
 pub trait Remote: Send + Sync + 'static {
-    /// Fetches transaction `tid`'s state from `node`.
-    async fn fetch_transaction(&self, node: &str, tid: &str) -> Result<UpstreamState, TxnError>;
+    /// Fetches transaction `tid`'s state from `node`, on behalf of this
+    /// node in its incarnation `incarnation` (which `node` remembers).
+    async fn fetch_transaction(
+        &self,
+        node: &str,
+        tid: &str,
+        incarnation: u64,
+    ) -> Result<UpstreamState, TxnError>;
 
     /// Reads the value `tid` buffered for `key` on `node`.
     async fn read_buffered(

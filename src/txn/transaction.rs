@@ -62,6 +62,8 @@ pub struct Transaction {
     pub upstream: Vec<String>,
     /// Keys buffered on upstream nodes, by node.
     pub upstream_writes: HashMap<String, String>,
+    /// Every (node, incarnation) the transaction is known to have been on.
+    pub visited: Vec<(String, u64)>,
     /// Last client activity (for the lease).
     pub last_active: Instant,
 }
@@ -82,6 +84,7 @@ impl Transaction {
             plain_values: HashMap::new(),
             upstream: Vec::new(),
             upstream_writes: HashMap::new(),
+            visited: Vec::new(),
             last_active: Instant::now(),
         }
     }
@@ -126,6 +129,15 @@ impl Transaction {
         Ok(())
     }
 
+    /// Adds (node, incarnation) pairs to where the transaction has been.
+    pub fn note_visits(&mut self, visits: impl IntoIterator<Item = (String, u64)>) {
+        for visit in visits {
+            if !self.visited.contains(&visit) {
+                self.visited.push(visit);
+            }
+        }
+    }
+
     /// Dooms the transaction (the first reason is kept): see [`Transaction::doomed`].
     pub fn doom(&mut self, reason: impl Into<String>) {
         if self.doomed.is_none() {
@@ -144,6 +156,7 @@ impl Transaction {
         if let Some(reason) = state.doomed {
             self.doom(reason);
         }
+        self.note_visits(state.visited);
         for (key, node) in state.buffered {
             if !self.writes.contains_key(&key) {
                 self.upstream_writes.entry(key).or_insert(node);

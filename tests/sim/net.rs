@@ -131,18 +131,28 @@ fn count(world: &World, kind: &'static str, bytes: usize) {
 
 #[async_trait]
 impl Remote for SimRemote {
-    async fn fetch_transaction(&self, node: &str, tid: &str) -> Result<UpstreamState, TxnError> {
+    async fn fetch_transaction(
+        &self,
+        node: &str,
+        tid: &str,
+        incarnation: u64,
+    ) -> Result<UpstreamState, TxnError> {
         let t = tid.to_string();
+        let me = self
+            .world
+            .upgrade()
+            .map(|w| w.nodes[self.node].address.clone())
+            .unwrap_or_default();
         let state = self
             .call(
                 node,
                 "fetch_transaction",
-                tid.len() + 8,
+                tid.len() + 16,
                 PEER_TIMEOUT,
                 tid,
                 move |e| {
-                    let t = t.clone();
-                    async move { e.export_state(&t) }
+                    let (t, me) = (t.clone(), me.clone());
+                    async move { e.export_state(&t, Some((me, incarnation))) }
                 },
             )
             .await?;
