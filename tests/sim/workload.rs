@@ -378,8 +378,11 @@ impl Workload {
             // of it is visible either way).
             let wrote = ops.iter().any(|op| matches!(op, Op::Write { .. })) || refused_writes > 0;
             match (&answer, again) {
+                // ("Unknown" is no answer: storage could not say.)
                 (Some(a), Ok(b))
-                    if a.is_committed() != b.is_committed() && (wrote || !a.is_committed()) =>
+                    if !matches!(b, Outcome::Unknown { .. })
+                        && a.is_committed() != b.is_committed()
+                        && (wrote || !a.is_committed()) =>
                 {
                     self.problem(format!(
                         "retried commit of {tid} changed its answer: {a:?} then {b:?}"
