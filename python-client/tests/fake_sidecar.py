@@ -29,6 +29,8 @@ class FakeTxn:
     tid: str
     status: int = aft_pb2.RUNNING
     writes: dict[str, bytes] = field(default_factory=dict)
+    # Test hook: commits of this transaction answer RUNNING (outcome unknown).
+    outcome_unknown: bool = False
 
 
 class FakeSidecar:
@@ -171,6 +173,9 @@ class FakeSidecar:
     def _on_commit(self, body: bytes) -> list[tuple[str, bytes]]:
         request = aft_pb2.CommitRequest.FromString(body)
         txn = self.txns.get(request.tid)
+        if txn is not None and txn.outcome_unknown:
+            tag = aft_pb2.TransactionTag(id=request.tid, status=aft_pb2.RUNNING)
+            return [(request.responseAddress, tag.SerializeToString())]
         if txn is not None and txn.status == aft_pb2.RUNNING:
             self.store.update(txn.writes)
             txn.status = aft_pb2.COMMITTED

@@ -16,6 +16,7 @@ from aft_client import (
     AddressInUse,
     AnnaIpcClient,
     Client,
+    CommitOutcomeUnknown,
     HandoffToken,
     LWWPairLattice,
     LWWValue,
@@ -123,6 +124,21 @@ def test_commit_not_committed_raises_transaction_aborted(client: Client, fake: F
     assert info.value.tid == txn.tid
     assert "ABORTED" in str(info.value)
     assert txn.status == "aborted"
+
+
+def test_commit_with_unknown_outcome_raises_and_can_be_retried(
+    client: Client, fake: FakeSidecar
+) -> None:
+    txn = client.transaction()
+    txn.put("maybe", b"1")
+    fake.txns[txn.tid].outcome_unknown = True
+    with pytest.raises(CommitOutcomeUnknown) as info:
+        txn.commit()
+    assert info.value.tid == txn.tid
+    assert txn.status == "running", "neither committed nor aborted yet"
+    fake.txns[txn.tid].outcome_unknown = False
+    txn.commit()
+    assert txn.status == "committed"
 
 
 def test_handoff_resume_sends_continue(fake: FakeSidecar) -> None:

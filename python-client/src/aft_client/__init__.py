@@ -37,6 +37,7 @@ from aft_client.compat import AnnaIpcClient
 from aft_client.errors import (
     AddressInUse,
     AftError,
+    CommitOutcomeUnknown,
     ProtocolError,
     RequestFailed,
     SidecarUnavailable,
@@ -56,6 +57,7 @@ __all__ = [
     "AftError",
     "AnnaIpcClient",
     "Client",
+    "CommitOutcomeUnknown",
     "HandoffToken",
     "LWWPairLattice",
     "LWWValue",

@@ -24,6 +24,7 @@ from aft_client._proto import aft_pb2, anna_pb2
 from aft_client._sockets import REGISTRY, SocketSet, held_by_live_socket, ipc_path
 from aft_client.errors import (
     AftError,
+    CommitOutcomeUnknown,
     ProtocolError,
     RequestFailed,
     SidecarUnavailable,
@@ -214,7 +215,9 @@ class Transaction:
 
     # ending ----------------------------------------------------------------------------------
     def commit(self, addresses: Iterable[str] | None = None) -> None:
-        """Commit the transaction; raises :class:`TransactionAborted` if it could not.
+        """Commit the transaction; raises :class:`TransactionAborted` if it did not, and
+        :class:`CommitOutcomeUnknown` if the sidecar cannot tell yet (storage failed at the
+        commit point; commit again later to learn the outcome).
 
         ``addresses``: the other nodes the DAG ran on. By default, the participants
         gathered from hand-off tokens, without this node.
@@ -572,6 +575,8 @@ class Client:
         sockets = self._sockets()
         body = _wire.commit_request(tid, sockets.reply_address("commit"), addresses)
         tag = self._tag_exchange("commit", tid, body)
+        if tag.status == aft_pb2.RUNNING:
+            raise CommitOutcomeUnknown(tid, "storage failed at the commit point")
         if tag.status != aft_pb2.COMMITTED:
             raise TransactionAborted(tid, f"commit answered {_wire.status_name(tag.status)}")
 
@@ -581,6 +586,8 @@ class Client:
         tag = self._tag_exchange("abort", tid, body)
         if tag.status == aft_pb2.COMMITTED:
             raise TransactionStateError(f"transaction {tid} is already committed")
+        if tag.status == aft_pb2.RUNNING:
+            raise CommitOutcomeUnknown(tid, "a commit of it is being settled")
         if tag.status != aft_pb2.ABORTED:
             raise ProtocolError(f"abort of {tid} answered {_wire.status_name(tag.status)}")
 

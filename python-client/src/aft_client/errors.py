@@ -41,6 +41,23 @@ class TransactionAborted(AftError):
         super().__init__(message)
 
 
+class CommitOutcomeUnknown(AftError):
+    """The sidecar could not tell whether the commit took effect: storage failed at the
+    commit point. The sidecar settles it (committed if the commit record landed,
+    otherwise never); commit again later to learn which.
+
+    ``tid`` is the transaction id; ``reason`` says what failed.
+    """
+
+    def __init__(self, tid: str, reason: str | None = None) -> None:
+        self.tid = tid
+        self.reason = reason
+        message = f"outcome of the commit of {tid} is not known yet"
+        if reason:
+            message += f": {reason}"
+        super().__init__(message)
+
+
 class TransactionStateError(AftError):
     """An operation does not fit the transaction's state (e.g. a put after commit)."""
 
