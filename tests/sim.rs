@@ -503,3 +503,68 @@ fn without_conditional_writes_decisions_hold_within_the_write_horizon() {
     }
     println!("anna decisions:\n  {}", lines.join("\n  "));
 }
+
+/// Scale on paper: fault-free runs of 3 to 50 nodes, reporting per
+/// committed DAG the peer messages (by kind) and storage calls, heartbeats
+/// per node and second, and the metadata each node holds. Prints a table
+/// (docs/ARCHITECTURE.md quotes it):
+/// `cargo test --release -p aft-core --test sim scale -- --ignored --nocapture`.
+#[test]
+#[ignore = "minutes long at 50 nodes: run explicitly (see the doc comment)"]
+fn scale_on_paper() {
+    let mut rows = Vec::new();
+    for nodes in [3usize, 5, 10, 20, 50] {
+        let seeds = 3;
+        let batch = run_many(7_000 + nodes as u64 * 100, seeds, |seed| {
+            let mut cfg = SimConfig::for_seed(seed, nodes, false);
+            cfg.faults = FaultMix::default();
+            cfg.executors = 4;
+            cfg.keys = 8;
+            cfg.run = Duration::from_secs(5);
+            cfg
+        });
+        assert!(batch.failures.is_empty(), "{}", report(&batch.failures[0]));
+        let per_dag = |kinds: &[&str]| -> f64 {
+            let n: u64 = kinds
+                .iter()
+                .filter_map(|k| batch.counters.messages.get(k))
+                .map(|(n, _)| *n)
+                .sum();
+            n as f64 / batch.committed.max(1) as f64
+        };
+        let bytes_per_dag = |kinds: &[&str]| -> f64 {
+            let b: u64 = kinds
+                .iter()
+                .filter_map(|k| batch.counters.messages.get(k))
+                .map(|(_, b)| *b)
+                .sum();
+            b as f64 / batch.committed.max(1) as f64
+        };
+        // Heartbeats and acks over every node's whole life (setup, run, settle).
+        let life = Duration::from_secs(3) + Duration::from_secs(5) + Duration::from_secs(48);
+        let heartbeats = per_dag(&["heartbeat", "heartbeat_ack"]) * batch.committed as f64
+            / (nodes as f64 * life.as_secs_f64() * seeds as f64);
+        let (versions, txns) = (
+            batch.index_entries.0 / seeds as f64,
+            batch.index_entries.1 / seeds as f64,
+        );
+        rows.push(format!(
+            "| {nodes} | {:.0} | {:.1} ({:.0} B) | {:.1} | {:.1} | {:.1} ({:.0} B) | {:.1} | {:.1} | {:.0} versions, {:.0} commits |",
+            batch.committed as f64 / seeds as f64,
+            per_dag(&["gossip"]),
+            bytes_per_dag(&["gossip"]),
+            per_dag(&["prepare", "decide"]),
+            per_dag(&["fetch_transaction", "read_buffered"]),
+            per_dag(&["digest_request", "digest_commits"]),
+            bytes_per_dag(&["digest_commits"]),
+            heartbeats,
+            batch.counters.storage_calls as f64 / batch.committed.max(1) as f64,
+            versions,
+            txns,
+        ));
+    }
+    println!(
+        "| nodes | DAGs committed per run | gossip msgs / DAG | prepare+decide / DAG | fetch+remote reads / DAG | anti-entropy msgs / DAG | heartbeats / node / s | storage calls / DAG | index per node |\n|---|---|---|---|---|---|---|---|---|\n{}",
+        rows.join("\n")
+    );
+}
