@@ -263,8 +263,11 @@ impl Workload {
                 let up_node = plan[*up].0;
                 if up_node != *node {
                     let (t, address) = (tid.clone(), world.nodes[up_node].address.clone());
-                    // Answered even when it fails: the transaction is then failed there.
-                    let _ = self
+                    // The sidecar answers a continue even when it fails (the
+                    // transaction is then failed there). Without an answer
+                    // (the node died with the request) an executor waits
+                    // for good: the DAG goes no further.
+                    let continued = self
                         .call(
                             *node,
                             "continue",
@@ -273,6 +276,12 @@ impl Workload {
                             move |e| async move { e.continue_from(&t, &address).await },
                         )
                         .await;
+                    if let Err(e) = continued {
+                        if e.starts_with("node") || e.starts_with("no answer") {
+                            self.record(&tid, Status::Aborted, None, None, ops, &plan);
+                            return;
+                        }
+                    }
                 }
             }
             for _ in 0..rng.random_range(0..=2) {
