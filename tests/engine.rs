@@ -457,7 +457,12 @@ async fn crash_points_around_the_commit_record() {
 
 #[tokio::test]
 async fn gc_keeps_index_and_storage_flat_under_a_steady_workload() {
-    let (engine, storage) = memory_engine().await;
+    let storage = MemoryStorage::default();
+    let config = EngineConfig {
+        retired_record_retention: Duration::ZERO,
+        ..EngineConfig::default()
+    };
+    let engine = engine_over(Arc::new(storage.clone()), config).await;
     let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
     let mut sizes = Vec::new();
     for round in 0..10 {
@@ -484,6 +489,35 @@ async fn gc_keeps_index_and_storage_flat_under_a_steady_workload() {
     let early = sizes[..5].iter().map(|s| s.1).max().unwrap();
     let late = sizes[5..].iter().map(|s| s.1).max().unwrap();
     assert!(late <= early, "not flat: {sizes:?}");
+}
+
+/// A transaction none of whose versions remain keeps its commit record for
+/// the retention, so a retried commit still answers COMMITTED; then it goes.
+#[tokio::test(start_paused = true)]
+async fn a_retired_commit_record_outlives_its_versions_for_the_retention() {
+    let storage = MemoryStorage::default();
+    let config = EngineConfig {
+        retired_record_retention: Duration::from_secs(60),
+        ..EngineConfig::default()
+    };
+    let engine = engine_over(Arc::new(storage.clone()), config.clone()).await;
+    let first = commit_writes(&engine, &["r"]).await;
+    commit_writes(&engine, &["r"]).await;
+    engine.collect_garbage().await;
+    let record = format!("aft/c/{first}");
+    assert!(
+        storage.get(record.as_bytes()).await.unwrap().is_some(),
+        "kept for retries"
+    );
+    // A node that forgot the outcome (say, it restarted) still answers from it.
+    let restarted = engine_over(Arc::new(storage.clone()), config).await;
+    assert!(restarted.commit(&first).await.unwrap().is_committed());
+    tokio::time::advance(Duration::from_secs(61)).await;
+    engine.collect_garbage().await;
+    assert!(
+        storage.get(record.as_bytes()).await.unwrap().is_none(),
+        "deleted after the retention"
+    );
 }
 
 #[tokio::test]

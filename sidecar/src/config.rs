@@ -112,6 +112,9 @@ pub struct Cli {
     /// How often storage is swept for committed values a crashed node did not publish to their plain keys, milliseconds.
     #[arg(long, env = "AFT_PUBLISH_SWEEP_MS")]
     pub publish_sweep_ms: Option<u64>,
+    /// How long the commit record of a fully superseded transaction is kept for retried commits, seconds.
+    #[arg(long, env = "AFT_RETIRED_RECORD_RETENTION_SECS")]
+    pub retired_record_retention_secs: Option<u64>,
     /// How long executors wait for a get or put before giving up (Cloudburst: 5 s), milliseconds.
     #[arg(long, env = "AFT_CLIENT_TIMEOUT_MS")]
     pub client_timeout_ms: Option<u64>,
@@ -164,6 +167,7 @@ pub struct FileConfig {
     pub publish_sweep_ms: Option<u64>,
     pub write_horizon_ms: Option<u64>,
     pub client_timeout_ms: Option<u64>,
+    pub retired_record_retention_secs: Option<u64>,
     pub outcome_retention: Option<usize>,
 }
 
@@ -196,6 +200,7 @@ pub struct Settings {
     pub publish_sweep: Duration,
     pub write_horizon: Duration,
     pub client_timeout: Duration,
+    pub retired_record_retention: Duration,
     pub outcome_retention: usize,
 }
 
@@ -371,6 +376,11 @@ impl Settings {
             ),
             cache_bytes: cli.cache_bytes.or(file.cache_bytes).unwrap_or(256 << 20),
             storage_timeout,
+            retired_record_retention: Duration::from_secs(
+                cli.retired_record_retention_secs
+                    .or(file.retired_record_retention_secs)
+                    .unwrap_or(600),
+            ),
             client_timeout: Duration::from_millis(
                 cli.client_timeout_ms
                     .or(file.client_timeout_ms)

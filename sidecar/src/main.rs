@@ -98,6 +98,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         storage_timeout: settings.storage_timeout,
         write_horizon: settings.write_horizon,
         client_timeout: settings.client_timeout,
+        retired_record_retention: settings.retired_record_retention,
         clustered: settings.peers.is_some(),
         ..EngineConfig::default()
     };

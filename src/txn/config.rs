@@ -33,6 +33,10 @@ pub struct EngineConfig {
     /// (about 150 bytes each). A retry of an older transaction is answered
     /// from its commit record while the record exists.
     pub outcome_retention: usize,
+    /// How long the commit record of a transaction none of whose versions
+    /// remain is kept before GC deletes it: retried commits of it answer
+    /// COMMITTED meanwhile (later, ABORTED: nothing of it is visible).
+    pub retired_record_retention: Duration,
     /// A participant prepared this long without hearing the coordinator's
     /// decision settles it from storage (committed if the commit record
     /// exists, otherwise it claims the decision with an abort marker). A
@@ -103,6 +107,7 @@ impl Default for EngineConfig {
             orphan_grace: Duration::from_secs(120),
             outcome_retention: 100_000,
             decision_timeout: Duration::from_secs(10),
+            retired_record_retention: Duration::from_secs(600),
             storage_timeout: DEFAULT_CALL_TIMEOUT,
             client_timeout: Duration::from_secs(5),
             write_horizon: DEFAULT_CALL_TIMEOUT * 3,

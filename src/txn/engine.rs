@@ -79,6 +79,9 @@ pub struct Engine {
     /// Abort markers seen in storage (or claimed here), with when this node
     /// first noted each; the orphan sweep deletes them once old.
     pub(crate) abort_markers: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,
+    /// Commit records of retired transactions (no version left), with when
+    /// they retired: deleted once older than the retention.
+    pub(crate) retiring: Mutex<std::collections::VecDeque<(tokio::time::Instant, Vec<u8>)>>,
     /// Saved base values the orphan sweep found unneeded, with when it
     /// first did.
     pub(crate) bases_seen: Mutex<std::collections::BTreeMap<String, tokio::time::Instant>>,

@@ -67,11 +67,30 @@ impl Engine {
         // A retired transaction's intent goes with its data (publication of
         // a fully superseded write set is moot), before its record.
         garbage.extend(outcome.retired_txns.iter().map(|(tid, _)| intent_key(tid)));
-        let records: Vec<Vec<u8>> = outcome
-            .retired_txns
-            .iter()
-            .map(|(tid, _)| commit_record_key(tid))
-            .collect();
+        // A retired transaction's commit record stays a while longer: it is
+        // how a retried commit of it (after this node forgot its outcome, or
+        // on another node) still answers COMMITTED.
+        let now = Instant::now();
+        let records: Vec<Vec<u8>> = {
+            let mut retiring = self.retiring.lock();
+            retiring.extend(
+                outcome
+                    .retired_txns
+                    .iter()
+                    .map(|(tid, _)| (now, commit_record_key(tid))),
+            );
+            let keep = self.config.retired_record_retention;
+            let mut due = Vec::new();
+            while retiring
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) >= keep)
+            {
+                if let Some((_, key)) = retiring.pop_front() {
+                    due.push(key);
+                }
+            }
+            due
+        };
         // Data first, records after: a crash in between leaves records whose
         // versions are all superseded, which a later pass retires again.
         self.delete_now_or_later([garbage, records]).await

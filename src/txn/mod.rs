@@ -76,6 +76,7 @@ impl Engine {
             abort_markers: Mutex::new(Default::default()),
             intents_seen: Mutex::new(Default::default()),
             bases_seen: Mutex::new(Default::default()),
+            retiring: Mutex::new(Default::default()),
         });
         if let Some(remote) = remote {
             engine.set_remote(remote);

@@ -487,6 +487,7 @@ impl World {
             decision_timeout: DECISION_TIMEOUT,
             storage_timeout: STORAGE_TIMEOUT,
             write_horizon: WRITE_HORIZON,
+            retired_record_retention: Duration::from_secs(15),
             publish_sweep_interval: PUBLISH_SWEEP,
             cache_bytes: 64 << 20,
             clustered: self.cfg.nodes > 1,
