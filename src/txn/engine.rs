@@ -154,6 +154,44 @@ impl Engine {
         }
     }
 
+    /// Dooms `txn` (see [`Transaction::doomed`]) and fences it in storage
+    /// in the background, so that it cannot commit even if this node then
+    /// crashes and forgets.
+    pub(crate) fn doom_txn(&self, txn: &mut Transaction, reason: impl Into<String>) {
+        if txn.doomed.is_some() {
+            return;
+        }
+        txn.doom(reason);
+        self.metrics.txn_doomed.inc();
+        self.fence_later(&txn.id);
+    }
+
+    /// Claims `tid`'s decision key with an abort marker in the background
+    /// (a few tries): a transaction that can only abort stays aborted if
+    /// this node crashes. Not on stores without conditional writes, where a
+    /// marker could race a commit record still landing.
+    pub(crate) fn fence_later(&self, tid: &str) {
+        if !self.storage.conditional_writes() {
+            return;
+        }
+        let me = self.me.clone();
+        let tid = tid.to_string();
+        self.spawn_tied(async move {
+            let mut pause = std::time::Duration::from_millis(50);
+            for _ in 0..5 {
+                let Some(engine) = me.upgrade() else {
+                    return;
+                };
+                if engine.claim_abort(&tid).await.is_ok() {
+                    return;
+                }
+                drop(engine);
+                tokio::time::sleep(pause).await;
+                pause *= 4;
+            }
+        });
+    }
+
     /// Test hook for simulations that pause a node by holding its I/O (a
     /// real pause freezes the liveness ticker too): the node last ran at `at`.
     #[doc(hidden)]
@@ -189,7 +227,7 @@ impl Engine {
         for slot in running {
             let mut txn = slot.lock();
             if txn.phase == Phase::Running && txn.doomed.is_none() {
-                txn.doom(reason.clone());
+                self.doom_txn(&mut txn, reason.clone());
                 doomed += 1;
             }
         }
@@ -198,7 +236,6 @@ impl Engine {
                 ?stalled,
                 doomed, "the node stalled; its running transactions can only abort"
             );
-            self.metrics.txn_doomed.inc_by(doomed);
         }
     }
 
@@ -321,18 +358,17 @@ impl Engine {
                 let took = started.elapsed();
                 if took > self.config.client_timeout / 2 {
                     // The executor may have given up on this answer.
-                    slot.lock().doom(format!(
-                        "a read took {took:?}: its executor may have timed out and seen nothing"
-                    ));
-                    self.metrics.txn_doomed.inc();
+                    self.doom_txn(
+                        &mut slot.lock(),
+                        format!("a read took {took:?}: its executor may have timed out and seen nothing"),
+                    );
                 }
                 if let Err(e) = &read {
                     let regressed =
                         self.config.regression == Some(super::Regression::FailedReadsCommit);
                     if e.dooms_transaction() && !regressed {
                         warn!(tid = %tid, error = %e, "read failed; the transaction can only abort");
-                        slot.lock().doom(e.to_string());
-                        self.metrics.txn_doomed.inc();
+                        self.doom_txn(&mut slot.lock(), e.to_string());
                     }
                 }
                 read
@@ -358,8 +394,7 @@ impl Engine {
             .check_value_sizes(&writes)
             .and_then(|()| txn.buffer(writes, self.config.max_txn_write_bytes));
         if let Err(e) = &buffered {
-            txn.doom(e.to_string());
-            self.metrics.txn_doomed.inc();
+            self.doom_txn(&mut txn, e.to_string());
         }
         buffered
     }
@@ -427,8 +462,7 @@ impl Engine {
         if let Ok(slot) = self.slot(tid) {
             let mut txn = slot.lock();
             if txn.phase == Phase::Running {
-                txn.doom(reason);
-                self.metrics.txn_doomed.inc();
+                self.doom_txn(&mut txn, reason);
             }
         }
     }
@@ -510,8 +544,7 @@ impl Engine {
                 };
                 if let Err(reason) = verdict {
                     warn!(tid = %tid, %reason, "fan-in found the DAG's reads inconsistent; it can only abort");
-                    slot.lock().doom(reason);
-                    self.metrics.txn_doomed.inc();
+                    self.doom_txn(&mut slot.lock(), reason);
                 }
                 Ok(())
             }
@@ -519,6 +552,7 @@ impl Engine {
                 let mut txn = slot.lock();
                 if txn.phase == Phase::Running {
                     txn.phase = Phase::Failed(err.to_string());
+                    self.fence_later(tid);
                 }
                 Err(err)
             }
@@ -540,8 +574,10 @@ impl Engine {
             .any(|(node, incarnation)| node == me && *incarnation != self.incarnation);
         if earlier && txn.doomed.is_none() {
             warn!(tid = %txn.id, "the transaction was here before this node restarted; it can only abort");
-            txn.doom("it was on this node before the node restarted; what it did here is lost");
-            self.metrics.txn_doomed.inc();
+            self.doom_txn(
+                txn,
+                "it was on this node before the node restarted; what it did here is lost",
+            );
         }
     }
 
@@ -614,5 +650,6 @@ impl Engine {
         txn.phase = Phase::Failed(err.to_string());
         // A full table is fine to ignore: unknown transactions fail too.
         let _ = self.register(txn);
+        self.fence_later(tid);
     }
 }
