@@ -19,7 +19,7 @@
 //!
 //! Run: `cargo bench -p aft-bench --bench engine`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,8 +151,8 @@ fn read_selection(c: &mut Criterion) {
             });
         });
         let bound = newest(&engine, &mid);
-        let reads: HashMap<String, Version> = [(mid.clone(), bound.clone())].into();
-        let lower: HashMap<String, Version> =
+        let reads: BTreeMap<String, Version> = [(mid.clone(), bound.clone())].into();
+        let lower: BTreeMap<String, Version> =
             [("hot".to_string(), bound.clone()), (mid.clone(), bound)].into();
         group.bench_with_input(BenchmarkId::new("rule", n), &n, |b, _| {
             let view = engine.index().view();
@@ -177,8 +177,8 @@ fn read_selection(c: &mut Criterion) {
                 .map(|e| e.version.clone())
                 .expect("a committed version")
         };
-        let reads: HashMap<String, Version> = [("shared".to_string(), oldest.clone())].into();
-        let lower: HashMap<String, Version> = [
+        let reads: BTreeMap<String, Version> = [("shared".to_string(), oldest.clone())].into();
+        let lower: BTreeMap<String, Version> = [
             ("hot".to_string(), oldest.clone()),
             ("shared".to_string(), oldest),
         ]

@@ -11,7 +11,7 @@
 //!   scanned for commits no peer told us about (e.g. coordinator died right
 //!   after its commit point).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +59,7 @@ pub async fn push_commits(
 /// Per-peer anti-entropy progress: the newest commit timestamp received from each.
 #[derive(Default)]
 pub struct DigestProgress {
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<BTreeMap<String, u64>>,
 }
 
 impl DigestProgress {

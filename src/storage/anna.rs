@@ -2,7 +2,7 @@
 //! `anna-client` crate. The layouts and their costs are documented on
 //! [`AnnaStorage`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anna_client::{AnnaClient, ClientConfig, Envelope, LwwValue, Value};
 use async_trait::async_trait;
@@ -333,7 +333,7 @@ impl Storage for AnnaStorage {
             self.options.check_value_size(v.len())?;
         }
         let generation = self.client.next_timestamp();
-        let mut directory: HashMap<u64, BTreeSet<Vec<u8>>> = HashMap::new();
+        let mut directory: BTreeMap<u64, BTreeSet<Vec<u8>>> = BTreeMap::new();
         let mut values: Vec<(String, Value)> = Vec::with_capacity(entries.len() + 8);
         for (k, v) in entries {
             values.push((

@@ -18,7 +18,7 @@
 //! unknown is settled by claiming the decision key with an abort marker: if
 //! the record is found instead, the commit stands.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,7 @@ struct CommitPlan {
     /// This node's buffered writes.
     local: BTreeMap<String, Bytes>,
     /// What the transaction read on this node (with its upstream chain).
-    reads: HashMap<String, Version>,
+    reads: BTreeMap<String, Version>,
     /// Every other node of the DAG (the participants) -> keys it must not
     /// persist (the DAG's latest write of those keys is elsewhere).
     participants: BTreeMap<String, Vec<String>>,
@@ -54,7 +54,7 @@ impl CommitPlan {
     /// the node holding its latest write; `nodes` are all other nodes of the DAG.
     fn new(
         local: BTreeMap<String, Bytes>,
-        upstream_writes: &HashMap<String, String>,
+        upstream_writes: &BTreeMap<String, String>,
         nodes: impl IntoIterator<Item = String>,
     ) -> Self {
         let mut participants: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -74,7 +74,7 @@ impl CommitPlan {
         }
         CommitPlan {
             local,
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             participants,
         }
     }
@@ -234,7 +234,7 @@ impl Engine {
             Ok(_) => {
                 let me = &self.config.node_address;
                 let others = nodes.iter().filter(|n| *n != me && !n.is_empty()).cloned();
-                let plan = CommitPlan::new(BTreeMap::new(), &HashMap::new(), others);
+                let plan = CommitPlan::new(BTreeMap::new(), &BTreeMap::new(), others);
                 self.decide_participants(tid, &plan, None).await;
                 Outcome::Aborted {
                     reason: "unknown transaction".into(),

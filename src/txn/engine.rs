@@ -12,7 +12,7 @@
 //! Storage I/O happens with no lock held, so a slow storage call delays only
 //! the request that made it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -60,7 +60,7 @@ pub struct Engine {
     pub(crate) index: VersionIndex,
     pub(crate) cache: ValueCache,
     pub(crate) clock: HybridClock,
-    pub(crate) txns: Mutex<HashMap<Arc<str>, TxnSlot>>,
+    pub(crate) txns: Mutex<BTreeMap<Arc<str>, TxnSlot>>,
     pub(crate) outcomes: Mutex<OutcomeLog>,
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Metrics,
@@ -99,7 +99,7 @@ pub struct Engine {
     pub(crate) last_beat: Mutex<Option<tokio::time::Instant>>,
     /// Transactions whose commit outcome is being settled (see
     /// `commit.rs`): an abort of one answers `Unknown`, not `Aborted`.
-    pub(crate) settling: Mutex<std::collections::HashSet<Arc<str>>>,
+    pub(crate) settling: Mutex<std::collections::BTreeSet<Arc<str>>>,
     /// When a read last began a catch-up scan of the commit records (held
     /// across that scan, so concurrent readers wait for one scan).
     pub(crate) last_catch_up: tokio::sync::Mutex<Option<tokio::time::Instant>>,
@@ -222,7 +222,15 @@ impl Engine {
         let reason = format!(
             "this node stalled for {stalled:?}: requests of the transaction may have timed out at its executors"
         );
-        let running: Vec<TxnSlot> = self.txns.lock().values().cloned().collect();
+        // In id order: the fences it starts go to storage in a fixed order.
+        let mut running: Vec<(Arc<str>, TxnSlot)> = self
+            .txns
+            .lock()
+            .iter()
+            .map(|(tid, slot)| (Arc::clone(tid), Arc::clone(slot)))
+            .collect();
+        running.sort_by(|a, b| a.0.cmp(&b.0));
+        let running: Vec<TxnSlot> = running.into_iter().map(|(_, slot)| slot).collect();
         let mut doomed = 0;
         for slot in running {
             let mut txn = slot.lock();
@@ -587,13 +595,15 @@ impl Engine {
     /// learned fails the check (the DAG could not be shown consistent).
     pub(crate) async fn check_reads_together(
         &self,
-        reads: &HashMap<String, crate::meta::Version>,
+        reads: &BTreeMap<String, crate::meta::Version>,
     ) -> Result<(), String> {
-        let unknown: Vec<&str> = reads
+        let mut unknown: Vec<&str> = reads
             .values()
             .filter(|v| !v.is_base() && !self.index.contains_txn(&v.tid))
             .map(|v| &*v.tid)
             .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
         if !unknown.is_empty() {
             self.learn_from_records(&unknown)
                 .await

@@ -32,7 +32,7 @@ pub use record::{
 pub use remote::{PreparedVote, Remote, UpstreamState};
 pub use transaction::{Phase, Transaction};
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -60,7 +60,7 @@ impl Engine {
             index: VersionIndex::new(),
             cache: ValueCache::new(config.cache_bytes),
             clock: HybridClock::with_source(std::sync::Arc::clone(&config.clock)),
-            txns: Mutex::new(HashMap::new()),
+            txns: Mutex::new(BTreeMap::new()),
             outcomes: Mutex::new(OutcomeLog::new(config.outcome_retention)),
             config,
             metrics,

@@ -1,7 +1,7 @@
 //! Outcomes of finished transactions, remembered so retried commits and
 //! aborts get the same answer (idempotence).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// How a transaction ended.
@@ -37,7 +37,7 @@ impl Outcome {
 /// A bounded log of outcomes: the oldest are forgotten first.
 #[derive(Debug)]
 pub struct OutcomeLog {
-    map: HashMap<Arc<str>, Outcome>,
+    map: BTreeMap<Arc<str>, Outcome>,
     order: VecDeque<Arc<str>>,
     capacity: usize,
 }
@@ -46,7 +46,7 @@ impl OutcomeLog {
     /// A log remembering at most `capacity` outcomes.
     pub fn new(capacity: usize) -> Self {
         OutcomeLog {
-            map: HashMap::new(),
+            map: BTreeMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }

@@ -2,7 +2,7 @@
 //! node (a transaction's state, a buffered value, phase one and two of a
 //! commit) and what they tell it (commits made elsewhere).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,7 +35,7 @@ impl Engine {
         let here = (self.config.node_address.clone(), self.incarnation);
         txn.note_visits([here].into_iter().chain(to));
         let me = self.config.node_address.clone();
-        let mut buffered: HashMap<String, String> = txn.upstream_writes.clone();
+        let mut buffered: BTreeMap<String, String> = txn.upstream_writes.clone();
         for key in txn.writes.keys() {
             buffered.insert(key.clone(), me.clone());
         }

@@ -9,7 +9,7 @@
 //! commit of a new key was acknowledged anywhere finds that commit, even
 //! before gossip brings it (unless read atomicity forbids it).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -164,7 +164,7 @@ impl Engine {
         slot: &TxnSlot,
         tid: &str,
         keys: &[String],
-    ) -> Result<HashMap<String, PlainRead>, TxnError> {
+    ) -> Result<BTreeMap<String, PlainRead>, TxnError> {
         let unknown: Vec<String> = {
             let txn = slot.lock();
             let view = self.index.view();
@@ -179,7 +179,7 @@ impl Engine {
                 .collect()
         };
         if unknown.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(BTreeMap::new());
         }
         let (values, markers) = self
             .read_plain_with_markers(&unknown)

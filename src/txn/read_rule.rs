@@ -17,7 +17,7 @@
 //! at the lower bound (found by binary search), so a read costs O(log n)
 //! plus the versions it must skip, each checked in O(write set).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::meta::{IndexView, Version};
 
@@ -38,8 +38,8 @@ pub enum Selection {
 pub fn select_version(
     index: &IndexView<'_>,
     key: &str,
-    reads: &HashMap<String, Version>,
-    lower: &HashMap<String, Version>,
+    reads: &BTreeMap<String, Version>,
+    lower: &BTreeMap<String, Version>,
 ) -> Selection {
     let versions = index.versions(key);
     let floor = lower.get(key);
@@ -70,8 +70,8 @@ pub fn record_read(
     index: &IndexView<'_>,
     key: &str,
     version: &Version,
-    reads: &mut HashMap<String, Version>,
-    lower: &mut HashMap<String, Version>,
+    reads: &mut BTreeMap<String, Version>,
+    lower: &mut BTreeMap<String, Version>,
 ) {
     reads.insert(key.to_string(), version.clone());
     if version.is_base() {
@@ -105,7 +105,7 @@ pub struct Fracture {
 /// was also read must have been read at that version or newer. The index
 /// must know the write set of every version read (callers learn the
 /// missing ones first). Returns the first violation found.
-pub fn find_fracture(index: &IndexView<'_>, reads: &HashMap<String, Version>) -> Option<Fracture> {
+pub fn find_fracture(index: &IndexView<'_>, reads: &BTreeMap<String, Version>) -> Option<Fracture> {
     for (read_key, version) in reads {
         if version.is_base() {
             continue;
@@ -131,7 +131,7 @@ pub fn find_fracture(index: &IndexView<'_>, reads: &HashMap<String, Version>) ->
 /// Merges `incoming` reads into `reads`: returns the keys read at two
 /// different versions (the DAG's branches saw different versions of them).
 pub fn merge_reads(
-    reads: &mut HashMap<String, Version>,
+    reads: &mut BTreeMap<String, Version>,
     incoming: impl IntoIterator<Item = (String, Version)>,
 ) -> Vec<String> {
     let mut conflicts = Vec::new();

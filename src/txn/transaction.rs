@@ -1,6 +1,6 @@
 //! One running transaction's state on this node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -53,15 +53,15 @@ pub struct Transaction {
     /// Bytes buffered in `writes`.
     pub write_bytes: usize,
     /// Read set: key -> version read.
-    pub reads: HashMap<String, Version>,
+    pub reads: BTreeMap<String, Version>,
     /// Lower bounds: key -> newest version of it written by a transaction read from.
-    pub lower: HashMap<String, Version>,
+    pub lower: BTreeMap<String, Version>,
     /// Plain-key values read for keys with no committed version (repeatable reads).
-    pub plain_values: HashMap<String, Option<Bytes>>,
+    pub plain_values: BTreeMap<String, Option<Bytes>>,
     /// Nodes upstream in the DAG that hold buffered writes of this transaction.
     pub upstream: Vec<String>,
     /// Keys buffered on upstream nodes, by node.
-    pub upstream_writes: HashMap<String, String>,
+    pub upstream_writes: BTreeMap<String, String>,
     /// Every (node, incarnation) the transaction is known to have been on.
     pub visited: Vec<(String, u64)>,
     /// Last client activity (for the lease).
@@ -79,11 +79,11 @@ impl Transaction {
             doomed: None,
             writes: BTreeMap::new(),
             write_bytes: 0,
-            reads: HashMap::new(),
-            lower: HashMap::new(),
-            plain_values: HashMap::new(),
+            reads: BTreeMap::new(),
+            lower: BTreeMap::new(),
+            plain_values: BTreeMap::new(),
             upstream: Vec::new(),
-            upstream_writes: HashMap::new(),
+            upstream_writes: BTreeMap::new(),
             visited: Vec::new(),
             last_active: Instant::now(),
         }

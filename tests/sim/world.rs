@@ -23,7 +23,7 @@ use aft::txn::{BackgroundTasks, Engine, EngineConfig, Regression, TxnError};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -80,6 +80,26 @@ pub struct FaultMix {
     pub clock_jumps: bool,
     /// Executors that disappear mid-DAG (lease expiry cleans up).
     pub vanishing_executors: bool,
+}
+
+impl FaultMix {
+    /// Every kind of fault at once, at rates that leave room for progress.
+    pub fn everything() -> Self {
+        Self {
+            crashes: true,
+            crash_at_failpoint: 0.05,
+            crash_at_call: 0.002,
+            pauses: true,
+            partitions: true,
+            storage_outages: true,
+            storage_errors: 0.005,
+            storage_stalls: 0.003,
+            message_loss: 0.01,
+            message_dup: 0.01,
+            clock_jumps: true,
+            vanishing_executors: true,
+        }
+    }
 }
 
 /// One run's configuration: everything derived from (seed, nodes, mode).
@@ -148,7 +168,7 @@ impl SimConfig {
         if let Some(r) = self.regression {
             env.push_str(&format!(" AFT_SIM_REGRESSION={r:?}"));
         }
-        format!("{env} cargo test --release -p aft-core --test sim replay -- --nocapture")
+        format!("{env} cargo test --release -p aft-core --test sim -- --exact replay --nocapture")
     }
 }
 
@@ -167,6 +187,8 @@ pub struct Counters {
     /// Of those, times the decision changed (a commit record over an abort
     /// marker, or the other way round).
     pub decision_flips: u64,
+    /// Seeded choices made (two runs of a seed make the same number).
+    pub draws: u64,
 }
 
 /// The fault state of the moment.
@@ -202,8 +224,43 @@ pub struct Node {
     pub id: usize,
     pub address: String,
     pub clock: Arc<SimClock>,
-    gate: watch::Sender<bool>,
+    gate: Gate,
     pub inner: Mutex<NodeInner>,
+}
+
+/// Where a paused node's tasks wait. Waiters wake in a fixed order (a
+/// `tokio::sync::watch` would wake them in a random one, and the run would
+/// not replay).
+#[derive(Default)]
+pub struct Gate {
+    closed: Mutex<bool>,
+    opened: Notify,
+}
+
+impl Gate {
+    fn is_closed(&self) -> bool {
+        *self.closed.lock()
+    }
+
+    fn close(&self) {
+        *self.closed.lock() = true;
+    }
+
+    fn open(&self) {
+        *self.closed.lock() = false;
+        self.opened.notify_waiters();
+    }
+
+    /// Returns at once while the gate is open; otherwise when it opens.
+    async fn passed(&self) {
+        loop {
+            let opened = self.opened.notified();
+            if !self.is_closed() {
+                return;
+            }
+            opened.await;
+        }
+    }
 }
 
 /// A line of the trace: virtual milliseconds since the start, and what happened.
@@ -248,7 +305,7 @@ impl World {
                     id,
                     address: format!("10.0.0.{}", id + 1),
                     clock,
-                    gate: watch::channel(false).0,
+                    gate: Gate::default(),
                     inner: Mutex::new(NodeInner::default()),
                 }
             })
@@ -291,12 +348,23 @@ impl World {
     }
 
     /// A seeded random draw.
+    /// Counts a draw from the seeded generator, and logs where it came
+    /// from (at trace level: `AFT_SIM_LOG` shows it).
+    fn draw(&self, at: &std::panic::Location<'_>, what: &str) {
+        self.counters.lock().draws += 1;
+        tracing::trace!(%at, "draw ({what})");
+    }
+
+    #[track_caller]
     pub fn roll(&self, p: f64) -> bool {
+        self.draw(std::panic::Location::caller(), "roll");
         p > 0.0 && self.rng.lock().random_bool(p.min(1.0))
     }
 
     /// A seeded duration in `[lo, hi)`.
+    #[track_caller]
     pub fn between(&self, lo: Duration, hi: Duration) -> Duration {
+        self.draw(std::panic::Location::caller(), "between");
         if hi <= lo {
             return lo;
         }
@@ -308,12 +376,16 @@ impl World {
     }
 
     /// A seeded index in `0..n`.
+    #[track_caller]
     pub fn pick(&self, n: usize) -> usize {
+        self.draw(std::panic::Location::caller(), "pick");
         self.rng.lock().random_range(0..n.max(1))
     }
 
     /// A fresh seeded generator (for a workload task).
+    #[track_caller]
     pub fn fork_rng(&self) -> StdRng {
+        self.draw(std::panic::Location::caller(), "fork");
         StdRng::seed_from_u64(self.rng.lock().random())
     }
 
@@ -356,17 +428,16 @@ impl World {
 
     /// Waits while `node` is paused.
     pub async fn gate(&self, node: usize) {
-        let mut rx = self.nodes[node].gate.subscribe();
-        let _ = rx.wait_for(|paused| !*paused).await;
+        self.nodes[node].gate.passed().await;
     }
 
     /// Pauses `node` for `how_long`: it serves, sends and stores nothing meanwhile.
     pub fn pause(&self, node: usize, how_long: Duration) {
-        if *self.nodes[node].gate.borrow() {
+        if self.nodes[node].gate.is_closed() {
             return;
         }
         self.trace(format!("node {} paused for {how_long:?}", node + 1));
-        self.nodes[node].gate.send_replace(true);
+        self.nodes[node].gate.close();
         let now = Instant::now();
         self.nodes[node]
             .inner
@@ -383,7 +454,7 @@ impl World {
 
     /// Ends a pause of `node`.
     pub fn resume(&self, node: usize) {
-        if *self.nodes[node].gate.borrow() {
+        if self.nodes[node].gate.is_closed() {
             self.trace(format!("node {} resumed", node + 1));
             // A real pause stops the engine's liveness ticker as well.
             let since = self.nodes[node]
@@ -395,7 +466,7 @@ impl World {
             if let (Some((engine, _)), Some(since)) = (self.engine(node), since) {
                 engine.paused_since(since);
             }
-            self.nodes[node].gate.send_replace(false);
+            self.nodes[node].gate.open();
         }
     }
 
@@ -635,6 +706,7 @@ impl World {
             std::future::pending::<()>().await;
         }
         let name = op.name();
+        tracing::trace!(node, incarnation, ?op, "storage call");
         {
             let mut c = self.counters.lock();
             c.storage_calls += 1;
