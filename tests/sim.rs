@@ -111,15 +111,25 @@ async fn simulate(cfg: SimConfig) -> SeedResult {
         }
     }
     // GC waits for every node's clock to pass a superseding commit's
-    // timestamp (plus a margin): clocks that jumped make that longer.
-    let offsets: Vec<i64> = world
+    // timestamp (plus a margin). A timestamp can be as far ahead as any
+    // clock ever was (hybrid clocks carry it to every node), and the clocks
+    // that must pass it may now be behind: jumps make the wait longer.
+    let furthest_ahead = world
+        .nodes
+        .iter()
+        .map(|n| n.clock.max_offset_micros())
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    let furthest_behind = world
         .nodes
         .iter()
         .map(|n| n.clock.offset_micros())
-        .collect();
-    let spread = offsets.iter().max().copied().unwrap_or(0).max(0)
-        - offsets.iter().min().copied().unwrap_or(0).min(0);
-    let drift = spread.unsigned_abs() + world::timing::GC_MARGIN.as_micros() as u64;
+        .min()
+        .unwrap_or(0)
+        .min(0);
+    let drift = (furthest_ahead - furthest_behind).unsigned_abs()
+        + world::timing::GC_MARGIN.as_micros() as u64;
     let mut recorded = std::mem::take(&mut *workload.recorded.lock());
     checks::resolve_outcomes(&world, &mut recorded, &mut violations);
     world.trace("executors done; settling");

@@ -20,6 +20,8 @@ pub const EPOCH_MICROS: u64 = 1_800_000_000_000_000;
 pub struct SimClock {
     start: Instant,
     offset_micros: AtomicI64,
+    /// The largest offset this clock ever had.
+    max_offset_micros: AtomicI64,
     entropy: Mutex<StdRng>,
 }
 
@@ -29,13 +31,21 @@ impl SimClock {
         Arc::new(SimClock {
             start,
             offset_micros: AtomicI64::new(skew_micros),
+            max_offset_micros: AtomicI64::new(skew_micros),
             entropy: Mutex::new(rng),
         })
     }
 
     /// Moves this clock by `micros` (a jump; negative goes back).
     pub fn jump(&self, micros: i64) {
-        self.offset_micros.fetch_add(micros, Ordering::Relaxed);
+        let now = self.offset_micros.fetch_add(micros, Ordering::Relaxed) + micros;
+        self.max_offset_micros.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// The largest offset this clock ever had: how far ahead of virtual
+    /// time the timestamps it issued can be.
+    pub fn max_offset_micros(&self) -> i64 {
+        self.max_offset_micros.load(Ordering::Relaxed)
     }
 
     /// The current offset from virtual time.
