@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::engine::Engine;
 use super::keys::{commit_record_key, data_key, intent_key, tid_of_data_key, DATA_PREFIX};
 use super::outcome::Outcome;
 use super::record::Decision;
 use super::transaction::Phase;
-use crate::meta::{HybridClock, VersionedKey, BASE_TID};
+use crate::meta::{CommitMeta, HybridClock, VersionedKey, BASE_TID};
 
 impl Engine {
     /// One local GC pass. Returns the number of storage keys deleted.
@@ -180,8 +180,9 @@ impl Engine {
     /// found so by this node at least the fence delay ago, by its own clock
     /// (a commit still writing its record when a sweep looked is never taken
     /// for an orphan: by then it has landed or never will). Also deletes
-    /// abort markers noted longer ago than the grace period. Returns the
-    /// number of keys deleted.
+    /// abort markers noted longer ago than the grace period, and learns the
+    /// commits whose data it finds with a commit record this node did not
+    /// know (records that landed late). Returns the number of keys deleted.
     pub async fn sweep_orphans(&self) -> usize {
         let keys = match self.storage.scan_prefix(DATA_PREFIX).await {
             Ok(keys) => keys,
@@ -206,16 +207,33 @@ impl Engine {
                 return 0;
             }
         };
+        // Data of a committed transaction this node does not know: its
+        // record landed after this node last looked (a commit whose outcome
+        // was unknown, a record that landed late, while this node restarted).
+        // Learn it: it then serves reads, and GC reclaims it in turn.
+        let (committed, orphans_now): (Vec<_>, Vec<_>) = tids
+            .iter()
+            .zip(decisions)
+            .partition(|(_, decision)| matches!(decision, Decision::Committed(_)));
+        let late: Vec<CommitMeta> = committed
+            .into_iter()
+            .filter_map(|(_, decision)| match decision {
+                Decision::Committed(meta) => Some(meta),
+                _ => None,
+            })
+            .collect();
+        let learned = self.learn_commits(&late);
+        if learned > 0 {
+            info!(
+                commits = learned,
+                "the orphan sweep found commits this node did not know"
+            );
+        }
         let now = Instant::now();
         let settled_after = self.fence_delay();
         let confirmed: BTreeSet<String> = {
             let mut suspected = self.suspected_orphans.lock();
-            let orphans_now: BTreeSet<&str> = tids
-                .iter()
-                .zip(decisions)
-                .filter(|(_, decision)| !matches!(decision, Decision::Committed(_)))
-                .map(|(tid, _)| *tid)
-                .collect();
+            let orphans_now: BTreeSet<&str> = orphans_now.iter().map(|(tid, _)| **tid).collect();
             suspected.retain(|tid, _| orphans_now.contains(tid.as_str()));
             for tid in &orphans_now {
                 suspected.entry(tid.to_string()).or_insert(now);
