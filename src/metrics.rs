@@ -76,6 +76,20 @@ pub struct Metrics {
     pub txn_doomed: Counter,
     /// Publications finished by the sweep (their coordinator did not).
     pub publications_swept: Counter,
+    /// Calls to the storage backend (each one round trip, or one pipelined batch).
+    pub storage_calls: Counter,
+    /// Bytes of keys and values sent to the storage backend.
+    pub storage_bytes_written: Counter,
+    /// Bytes of values and keys received from the storage backend.
+    pub storage_bytes_read: Counter,
+    /// Peer messages sent (requests, responses, gossip, heartbeats).
+    pub peer_messages_sent: Counter,
+    /// Peer messages received.
+    pub peer_messages_received: Counter,
+    /// Bytes of peer messages sent (frames as on the wire, without the length prefix).
+    pub peer_bytes_sent: Counter,
+    /// Bytes of peer messages received.
+    pub peer_bytes_received: Counter,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -112,6 +126,24 @@ impl Metrics {
         let publish_failures = Counter::default();
         let txn_doomed = Counter::default();
         let publications_swept = Counter::default();
+        let storage_calls = Counter::default();
+        let storage_bytes_written = Counter::default();
+        let storage_bytes_read = Counter::default();
+        let peer_messages_sent = Counter::default();
+        let peer_messages_received = Counter::default();
+        let peer_bytes_sent = Counter::default();
+        let peer_bytes_received = Counter::default();
+        for (name, help, counter) in [
+            ("storage_calls", "Calls to the storage backend", &storage_calls),
+            ("storage_bytes_written", "Bytes sent to the storage backend", &storage_bytes_written),
+            ("storage_bytes_read", "Bytes received from the storage backend", &storage_bytes_read),
+            ("peer_messages_sent", "Peer messages sent", &peer_messages_sent),
+            ("peer_messages_received", "Peer messages received", &peer_messages_received),
+            ("peer_bytes_sent", "Bytes of peer messages sent", &peer_bytes_sent),
+            ("peer_bytes_received", "Bytes of peer messages received", &peer_bytes_received),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         registry.register("txn_started", "Transactions started", txn_started.clone());
         registry.register(
             "txn_committed",
@@ -183,6 +215,13 @@ impl Metrics {
             publish_failures,
             txn_doomed,
             publications_swept,
+            storage_calls,
+            storage_bytes_written,
+            storage_bytes_read,
+            peer_messages_sent,
+            peer_messages_received,
+            peer_bytes_sent,
+            peer_bytes_received,
             registry: std::sync::Arc::new(registry),
         }
     }

@@ -30,6 +30,7 @@ use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::RunArgs;
+use crate::cost::{CellCost, Probe, Sample};
 use crate::machine::{load_average, Machine};
 use crate::procs::{
     peer_support, start_echo, start_proxy, start_sidecar, ChildProcess, RedisProcess, SidecarSpec,
@@ -116,6 +117,10 @@ struct CellAcc {
     wall: Duration,
     round_p50_us: Vec<f64>,
     round_throughput: Vec<f64>,
+    /// What the workload's sidecars spent over the measured slices.
+    spent: Sample,
+    /// Operations committed in those slices.
+    committed: u64,
 }
 
 /// Processes and pools of one run (dropped at its end: pools first, so the
@@ -123,6 +128,8 @@ struct CellAcc {
 struct Rig {
     pools: Vec<Pool>,
     processes: Vec<(String, ChildProcess)>,
+    /// The sidecars behind each pool (by pool index), for the cost figures.
+    probes: HashMap<usize, Vec<Probe>>,
 }
 
 impl Drop for Rig {
@@ -133,6 +140,14 @@ impl Drop for Rig {
             p.stop();
         }
     }
+}
+
+/// How to sample a sidecar's costs (`None` if it announced no metrics endpoint).
+fn probe_of(process: &ChildProcess) -> Option<Probe> {
+    Some(Probe {
+        pid: process.pid(),
+        metrics: process.metrics_addr()?,
+    })
 }
 
 fn ipc_connector(
@@ -288,8 +303,12 @@ fn start_targets(
     let single_sidecar =
         |rig: &mut Rig, name: &str, label: &str, storage: String| -> anyhow::Result<usize> {
             let (ipc_dir, process) = sidecar(name, storage, Vec::new())?;
-            rig.processes.push((label.into(), process));
             let pool = rig.pools.len();
+            rig.probes
+                .entry(pool)
+                .or_default()
+                .extend(probe_of(&process));
+            rig.processes.push((label.into(), process));
             rig.pools.push(Pool::spawn(
                 name,
                 max_clients,
@@ -530,17 +549,21 @@ fn start_targets(
         let n = node_counts.iter().copied().max().unwrap_or(1);
         let peer_port = free_peer_port(n)?;
         let mut dirs = Vec::new();
+        let pool = rig.pools.len();
         for i in 0..n {
             let (ipc_dir, process) = sidecar(
                 &format!("node-{i}"),
                 format!("redis://{addr}"),
                 multi_node_args(i, n, peer_port),
             )?;
+            rig.probes
+                .entry(pool)
+                .or_default()
+                .extend(probe_of(&process));
             rig.processes
                 .push((format!("aft-sidecar node {i}"), process));
             dirs.push(ipc_dir);
         }
-        let pool = rig.pools.len();
         rig.pools.push(Pool::spawn(
             "multi",
             max_clients,
@@ -690,6 +713,7 @@ pub fn run(args: &RunArgs, bench_exe: &Path) -> anyhow::Result<Results> {
     let mut rig = Rig {
         pools: Vec::new(),
         processes: Vec::new(),
+        probes: HashMap::new(),
     };
     let ids = AtomicU32::new(0);
     let setup = Setup {
@@ -721,6 +745,8 @@ pub fn run(args: &RunArgs, bench_exe: &Path) -> anyhow::Result<Results> {
                 wall: Duration::ZERO,
                 round_p50_us: Vec::new(),
                 round_throughput: Vec::new(),
+                spent: Sample::default(),
+                committed: 0,
             });
         }
     }
@@ -801,9 +827,18 @@ pub fn run(args: &RunArgs, bench_exe: &Path) -> anyhow::Result<Results> {
                 w.name,
                 cell.clients
             ));
+            let probes = rig.probes.get(&w.pool).map_or(&[][..], Vec::as_slice);
+            let before = Sample::take(probes);
             let mut out = rig.pools[w.pool]
                 .run(&w.spec, cell.clients, slice, max_ops, true)
                 .with_context(|| format!("{} with {} client(s)", w.name, cell.clients))?;
+            if !probes.is_empty() {
+                cell.spent.add(&Sample::take(probes).since(&before));
+                cell.committed += out
+                    .recorder
+                    .ops
+                    .saturating_sub(out.recorder.aborts + out.recorder.errors);
+            }
             let wall = out.wall.as_secs_f64().max(1e-9);
             cell.round_throughput
                 .push(round1(out.recorder.ops as f64 / wall));
@@ -927,6 +962,7 @@ pub fn run(args: &RunArgs, bench_exe: &Path) -> anyhow::Result<Results> {
                     .map(|(k, h)| ((*k).to_string(), Summary::of(h)))
                     .collect(),
                 cdf: cdf(&rec.latency),
+                cost: CellCost::per_op(&c.spent, c.committed),
             }
         })
         .collect();

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cost;
 pub mod echo;
 pub mod harness;
 pub mod machine;

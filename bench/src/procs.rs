@@ -21,6 +21,8 @@ pub struct ChildProcess {
     child: Child,
     log: PathBuf,
     grace: Duration,
+    /// The stdout lines it printed before its ready line.
+    startup: Vec<String>,
 }
 
 impl std::fmt::Debug for ChildProcess {
@@ -72,6 +74,7 @@ impl ChildProcess {
             child,
             log: log.to_path_buf(),
             grace: Duration::from_secs(3),
+            startup: Vec::new(),
         };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -87,7 +90,7 @@ impl ChildProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.max(Duration::from_millis(1))) {
                 Ok(line) if line.starts_with(ready) => return Ok((process, line)),
-                Ok(_) => {}
+                Ok(line) => process.startup.push(line),
                 Err(_) => {
                     let status = process.child.try_wait().ok().flatten();
                     let log = process.log_tail();
@@ -98,6 +101,16 @@ impl ChildProcess {
                 }
             }
         }
+    }
+
+    /// The address of the metrics endpoint it announced at start-up, if any.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.startup.iter().find_map(|line| {
+            line.strip_prefix("metrics listening on http://")?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// The process id.
@@ -243,7 +256,9 @@ pub fn start_sidecar(spec: &SidecarSpec, timeout: Duration) -> anyhow::Result<Ch
         .arg(&spec.ipc_dir)
         .arg("--storage")
         .arg(&spec.storage)
-        .args(["--metrics-addr", "off"])
+        // Metrics on a port of its own choosing: the benchmark reads each
+        // sidecar's storage and peer counters from it.
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .args(&spec.extra_args)
         .env("AFT_LOG", "warn");
     let (mut process, _) = ChildProcess::spawn(

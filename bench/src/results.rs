@@ -243,6 +243,10 @@ pub struct CellResult {
     pub steps_us: BTreeMap<String, Summary>,
     /// Latency CDF points (µs, fraction).
     pub cdf: Vec<(f64, f64)>,
+    /// What one committed operation cost the workload's sidecars (absent
+    /// for workloads without a sidecar, and in results of older runs).
+    #[serde(default)]
+    pub cost: Option<crate::cost::CellCost>,
 }
 
 /// Anomalies found in one key space's history.

@@ -71,6 +71,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     let storage = runtime
         .block_on(open(&settings.storage, storage_options))
         .with_context(|| format!("storage `{}` is unavailable", redact(&settings.storage)))?;
+    let storage = aft::storage::Metered::wrap(storage, metrics.clone());
     info!(storage = %storage.describe(), node = %settings.node_address, "storage opened");
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(addr) = &settings.metrics_addr {

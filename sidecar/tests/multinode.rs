@@ -454,16 +454,22 @@ fn a_node_started_late_catches_up_and_joins() {
 fn a_peer_speaking_garbage_or_another_version_is_answered_and_ignored() {
     use aft::proto::peer::{peer_envelope::Body, ErrorCode, FetchTransaction, PeerEnvelope};
     use prost::Message;
+    use std::io::{Read, Write};
     let cluster = LocalCluster::start(Path::new(BIN), 2, &[]);
-    let context = zmq::Context::new();
-    let dealer = context.socket(zmq::DEALER).unwrap();
-    dealer.set_rcvtimeo(3000).unwrap();
-    dealer
-        .connect(&format!("tcp://127.0.0.1:{}", cluster.peer_port))
+    // The peer wire: each frame is a 4-byte big-endian length, then the bytes.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", cluster.peer_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    let answer = |frame: &[u8]| -> PeerEnvelope {
-        dealer.send(frame, 0).unwrap();
-        PeerEnvelope::decode(dealer.recv_bytes(0).unwrap().as_slice()).unwrap()
+    let mut answer = |frame: &[u8]| -> PeerEnvelope {
+        let length = u32::try_from(frame.len()).unwrap().to_be_bytes();
+        stream.write_all(&length).unwrap();
+        stream.write_all(frame).unwrap();
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).unwrap();
+        let mut reply = vec![0u8; u32::from_be_bytes(length) as usize];
+        stream.read_exact(&mut reply).unwrap();
+        PeerEnvelope::decode(reply.as_slice()).unwrap()
     };
     let reply = answer(&[0xff, 0x00, 0x13, 0x37]);
     assert!(matches!(reply.body, Some(Body::Error(e)) if e.code == ErrorCode::Malformed as i32));

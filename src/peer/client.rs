@@ -108,16 +108,23 @@ impl Remote for PeerClient {
         tid: &str,
         timestamp: u64,
         exclude: &[String],
+        ship_up_to: usize,
     ) -> Result<PreparedVote, TxnError> {
         let body = Body::Prepare(Prepare {
             tid: tid.to_string(),
             commit_timestamp: timestamp,
             exclude_keys: exclude.to_vec(),
+            ship_values_up_to: ship_up_to as u64,
         });
         match self.call(tid, node, body, self.prepare_timeout).await? {
             Body::PrepareVote(vote) if vote.ok => Ok(PreparedVote {
                 reads: vote.reads.iter().map(version_of).collect(),
                 keys: vote.written_keys,
+                shipped: vote
+                    .shipped
+                    .into_iter()
+                    .map(|v| (v.key, Bytes::from(v.payload)))
+                    .collect(),
             }),
             Body::PrepareVote(vote) => Err(TxnError::Peer {
                 tid: tid.to_string(),

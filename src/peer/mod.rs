@@ -149,6 +149,7 @@ impl PeerNode {
                 key: config.key.clone(),
             },
             handler,
+            engine.metrics().clone(),
             runtime.clone(),
         )?;
         let _ = transport_cell.set(transport.clone());

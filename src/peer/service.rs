@@ -9,7 +9,7 @@ use super::codec::{commit_from_proto, commit_to_proto, state_to_proto};
 use super::membership::Membership;
 use crate::proto::peer::{
     peer_envelope::Body, BufferedValue, DecideAck, Error as ErrorBody, ErrorCode, GossipCommits,
-    HeartbeatAck, PrepareVote,
+    HeartbeatAck, PrepareVote, ShippedValue,
 };
 use crate::txn::{Engine, TxnError};
 
@@ -79,12 +79,25 @@ impl Service {
             Body::Prepare(req) => Some(
                 match self
                     .engine
-                    .prepare(&req.tid, req.commit_timestamp, &req.exclude_keys)
+                    .prepare(
+                        &req.tid,
+                        req.commit_timestamp,
+                        &req.exclude_keys,
+                        usize::try_from(req.ship_values_up_to).unwrap_or(usize::MAX),
+                    )
                     .await
                 {
                     Ok(vote) => Body::PrepareVote(PrepareVote {
                         ok: true,
                         written_keys: vote.keys,
+                        shipped: vote
+                            .shipped
+                            .into_iter()
+                            .map(|(key, payload)| ShippedValue {
+                                key,
+                                payload: payload.to_vec(),
+                            })
+                            .collect(),
                         reason: String::new(),
                         reads: vote
                             .reads
@@ -99,6 +112,7 @@ impl Service {
                             written_keys: Vec::new(),
                             reason: e.to_string(),
                             reads: Vec::new(),
+                            shipped: Vec::new(),
                         })
                     }
                 },

@@ -1,47 +1,62 @@
-//! The peer transport: ZeroMQ over TCP, one I/O thread.
+//! The peer transport: length-delimited frames over TCP, on the tokio
+//! runtime.
 //!
-//! Each sidecar binds one ROUTER socket on `<bind address>:<peer port>` for
-//! requests from peers, and keeps one DEALER socket per peer for its own
-//! requests. Every frame is one `PeerEnvelope`. A request carries a
-//! correlation id that its response echoes, so replies never cross;
-//! correlation id 0 means "no response expected" (gossip).
+//! Each sidecar listens on `<bind address>:<peer port>` for requests from
+//! peers and keeps one outbound connection per peer for its own requests
+//! (opened on first use, reopened after it breaks). Every frame is a 4-byte
+//! big-endian length followed by one `PeerEnvelope` (sealed when a cluster
+//! key is set). A request carries a correlation id that its response
+//! echoes, so replies never cross; correlation id 0 means "no response
+//! expected" (gossip).
 //!
-//! All sockets live on the I/O thread. Other threads hand it commands over
-//! a bounded channel and wake it through an inproc socket (guarded by a
-//! mutex, which is the memory barrier libzmq requires when a socket is
-//! used from more than one thread). Inbound requests are handed to a
-//! handler on the tokio runtime; callers wait for responses with a timeout.
+//! Everything runs as tasks on the runtime that also runs the engine: a
+//! request is written by a per-peer writer task, read by the peer's
+//! connection task, handled there, and its response is read by this node's
+//! connection task, which completes the caller's future. No dedicated I/O
+//! thread and no library I/O thread sit in between, so a peer round trip
+//! costs two thread wake-ups at most (one per side) rather than ten.
+//!
+//! Hostile input: a frame longer than `max_message_bytes` closes its
+//! connection; a frame that does not open (sealed mode), does not decode,
+//! or names another protocol version gets an error answer (`MALFORMED`,
+//! `VERSION_MISMATCH`) and is otherwise ignored. Sends never block: a peer
+//! whose queue is full loses messages (its requests time out), and every
+//! other peer is served.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use prost::Message;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::codec::envelope;
 use super::seal::PeerKey;
 use super::PeerError;
+use crate::metrics::Metrics;
 use crate::proto::peer::{
     peer_envelope::Body, Error as PeerErrorBody, ErrorCode, PeerEnvelope, PROTOCOL_VERSION,
 };
 
-/// Commands queued for the I/O thread at most (back-pressure beyond).
-const COMMAND_QUEUE: usize = 65_536;
-/// Poll timeout of the I/O thread (it is woken early by commands).
-const POLL_MS: i64 = 100;
+/// Frames queued for one peer connection at most (messages beyond are dropped).
+const QUEUE_FRAMES: usize = 8_192;
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Transport settings.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// This node's address (identifies it to peers).
     pub node_address: String,
-    /// Address to bind the ROUTER socket on (ip:port).
+    /// Address to listen on (ip:port).
     pub bind: String,
     /// Peer port of other nodes (used for bare-IP node addresses).
     pub peer_port: u16,
@@ -59,13 +74,7 @@ pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 /// body (`None`: no response).
 pub type Handler = Arc<dyn Fn(String, Body) -> BoxFuture<Option<Body>> + Send + Sync>;
 
-enum Command {
-    Send { node: String, frame: Vec<u8> },
-    Respond { identity: Vec<u8>, frame: Vec<u8> },
-    Stop,
-}
-
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Body>>>>;
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Body>>>;
 
 /// A handle to the transport; cheap to clone.
 #[derive(Clone)]
@@ -74,108 +83,73 @@ pub struct Transport {
 }
 
 struct Inner {
-    node_address: String,
-    key: Option<PeerKey>,
-    commands: Sender<Command>,
-    wake: Arc<Mutex<zmq::Socket>>,
+    config: TransportConfig,
+    handler: Handler,
+    metrics: Metrics,
+    runtime: tokio::runtime::Handle,
     pending: Pending,
     next_id: AtomicU64,
+    /// The writer queue of each peer's outbound connection.
+    links: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
     stopped: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    shutdown: CancellationToken,
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// `tcp://host:port` for a node named by a bare IP (v4 or v6), a host
-/// name, or `host:port`.
-pub fn endpoint_of(node: &str, peer_port: u16) -> String {
+/// `host:port` for a node named by a bare IP (v4 or v6), a host name, or
+/// `host:port`.
+pub fn address_of(node: &str, peer_port: u16) -> String {
     match node.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(ip)) => format!("tcp://[{ip}]:{peer_port}"),
-        Ok(ip) => format!("tcp://{ip}:{peer_port}"),
-        Err(_) if node.contains(':') => format!("tcp://{node}"),
-        Err(_) => format!("tcp://{node}:{peer_port}"),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{peer_port}"),
+        Ok(ip) => format!("{ip}:{peer_port}"),
+        Err(_) if node.contains(':') => node.to_string(),
+        Err(_) => format!("{node}:{peer_port}"),
     }
 }
 
 impl Transport {
-    /// Binds the ROUTER socket and starts the I/O thread.
+    /// Binds the listening socket (an error if the address is taken) and
+    /// starts accepting peers on `runtime`.
     pub fn start(
         config: TransportConfig,
         handler: Handler,
+        metrics: Metrics,
         runtime: tokio::runtime::Handle,
     ) -> Result<Transport, PeerError> {
-        let context = zmq::Context::new();
-        let zerr = |what: &str| {
-            let what = what.to_string();
-            move |e: zmq::Error| PeerError::Transport(format!("{what}: {e}"))
-        };
-        let router = context.socket(zmq::ROUTER).map_err(zerr("router"))?;
-        router.set_linger(0).map_err(zerr("router"))?;
-        router
-            .set_maxmsgsize(i64::try_from(config.max_message_bytes).unwrap_or(i64::MAX))
-            .map_err(zerr("router"))?;
-        router.set_router_mandatory(false).map_err(zerr("router"))?;
-        let bind = format!("tcp://{}", config.bind);
-        router.bind(&bind).map_err(|e| {
-            PeerError::Transport(format!("cannot bind peer endpoint `{bind}`: {e}"))
+        let std_listener = std::net::TcpListener::bind(&config.bind).map_err(|e| {
+            PeerError::Transport(format!(
+                "cannot bind peer endpoint `{}`: {e}",
+                config.bind
+            ))
         })?;
-        let wake_address = format!("inproc://aft-peer-wake-{}", config.node_address);
-        let wake_pull = context.socket(zmq::PULL).map_err(zerr("wake"))?;
-        wake_pull.bind(&wake_address).map_err(zerr("wake"))?;
-        let wake_push = context.socket(zmq::PUSH).map_err(zerr("wake"))?;
-        wake_push.connect(&wake_address).map_err(zerr("wake"))?;
-        let wake_push = Arc::new(Mutex::new(wake_push));
-        let (commands, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
-        let pending: Pending = Arc::default();
-        let inner = Arc::new(Inner {
-            node_address: config.node_address.clone(),
-            key: config.key.clone(),
-            commands: commands.clone(),
-            wake: Arc::clone(&wake_push),
-            pending: Arc::clone(&pending),
-            next_id: AtomicU64::new(1),
-            stopped: AtomicBool::new(false),
-            thread: Mutex::new(None),
-        });
-        let io = IoThread {
-            context,
-            router,
-            wake: wake_pull,
-            waker: wake_push,
-            dealers: HashMap::new(),
-            rx,
-            commands,
-            pending,
-            handler,
-            runtime,
-            config,
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| PeerError::Transport(format!("peer endpoint: {e}")))?;
+        let listener = {
+            let _runtime = runtime.enter();
+            TcpListener::from_std(std_listener)
+                .map_err(|e| PeerError::Transport(format!("peer endpoint: {e}")))?
         };
-        let thread = std::thread::Builder::new()
-            .name("aft-peer-io".into())
-            .spawn(move || io.run())
-            .map_err(|e| PeerError::Transport(format!("cannot spawn the peer I/O thread: {e}")))?;
-        *inner.thread.lock() = Some(thread);
+        let inner = Arc::new(Inner {
+            config,
+            handler,
+            metrics,
+            runtime: runtime.clone(),
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            links: Mutex::default(),
+            stopped: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            listener: Mutex::new(None),
+        });
+        let accept = runtime.spawn(accept_peers(Arc::clone(&inner), listener));
+        *inner.listener.lock() = Some(accept);
         Ok(Transport { inner })
     }
 
     /// This node's address.
     pub fn node_address(&self) -> &str {
-        &self.inner.node_address
-    }
-
-    fn submit(&self, command: Command) -> Result<(), PeerError> {
-        match self.inner.commands.try_send(command) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(PeerError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => return Err(PeerError::Stopped),
-        }
-        let _ = self.inner.wake.lock().send(&[][..], zmq::DONTWAIT);
-        Ok(())
-    }
-
-    fn seal(&self, frame: Vec<u8>) -> Vec<u8> {
-        match &self.inner.key {
-            Some(key) => key.seal(&frame),
-            None => frame,
-        }
+        &self.inner.config.node_address
     }
 
     /// Sends a request to `node` and waits up to `timeout` for its response.
@@ -188,11 +162,7 @@ impl Transport {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().insert(id, tx);
-        let frame = self.seal(envelope(id, &self.inner.node_address, body));
-        if let Err(e) = self.submit(Command::Send {
-            node: node.to_string(),
-            frame,
-        }) {
+        if let Err(e) = self.inner.send(node, id, body) {
             self.inner.pending.lock().remove(&id);
             return Err(e);
         }
@@ -216,249 +186,326 @@ impl Transport {
 
     /// Sends a one-way message (no response expected).
     pub fn notify(&self, node: &str, body: Body) -> Result<(), PeerError> {
-        let frame = self.seal(envelope(0, &self.inner.node_address, body));
-        self.submit(Command::Send {
-            node: node.to_string(),
-            frame,
-        })
+        self.inner.send(node, 0, body)
     }
 
-    /// Stops the I/O thread (pending requests fail with `Stopped`).
+    /// Stops listening and drops every connection (pending requests fail
+    /// with `Stopped`). Idempotent.
     pub fn stop(&self) {
         if self.inner.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.submit(Command::Stop);
-        if let Some(thread) = self.inner.thread.lock().take() {
-            let _ = thread.join();
+        self.inner.shutdown.cancel();
+        if let Some(accept) = self.inner.listener.lock().take() {
+            accept.abort();
         }
+        self.inner.links.lock().clear();
         self.inner.pending.lock().clear();
     }
 }
 
-struct IoThread {
-    context: zmq::Context,
-    router: zmq::Socket,
-    wake: zmq::Socket,
-    waker: Arc<Mutex<zmq::Socket>>,
-    dealers: HashMap<String, zmq::Socket>,
-    rx: Receiver<Command>,
-    commands: Sender<Command>,
-    pending: Pending,
-    handler: Handler,
-    runtime: tokio::runtime::Handle,
-    config: TransportConfig,
-}
+impl Inner {
+    fn seal(&self, frame: Vec<u8>) -> Bytes {
+        Bytes::from(match &self.config.key {
+            Some(key) => key.seal(&frame),
+            None => frame,
+        })
+    }
 
-impl IoThread {
-    fn run(mut self) {
-        loop {
-            // Commands first (they may add dealers).
-            while let Ok(command) = self.rx.try_recv() {
-                match command {
-                    Command::Stop => return,
-                    Command::Send { node, frame } => self.send_to(&node, &frame),
-                    Command::Respond { identity, frame } => {
-                        if let Err(e) = self.router.send_multipart([identity, frame], zmq::DONTWAIT)
-                        {
-                            debug!(error = %e, "peer response dropped");
-                        }
-                    }
-                }
-            }
-            let nodes: Vec<String> = self.dealers.keys().cloned().collect();
-            let readable: Vec<bool> = {
-                let mut items = vec![
-                    self.router.as_poll_item(zmq::POLLIN),
-                    self.wake.as_poll_item(zmq::POLLIN),
-                ];
-                items.extend(
-                    nodes
-                        .iter()
-                        .filter_map(|n| self.dealers.get(n))
-                        .map(|d| d.as_poll_item(zmq::POLLIN)),
-                );
-                if zmq::poll(&mut items, POLL_MS).is_err() {
-                    continue;
-                }
-                items.iter().map(|i| i.is_readable()).collect()
-            };
-            if readable[1] {
-                while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
-            }
-            if readable[0] {
-                self.drain_router();
-            }
-            for (node, ready) in nodes.iter().zip(&readable[2..]) {
-                if *ready {
-                    self.drain_dealer(node);
-                }
+    /// Queues one envelope for `node`, opening its connection if needed.
+    fn send(self: &Arc<Self>, node: &str, correlation: u64, body: Body) -> Result<(), PeerError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(PeerError::Stopped);
+        }
+        let frame = self.seal(envelope(correlation, &self.config.node_address, body));
+        let mut links = self.links.lock();
+        let queue = links.entry(node.to_string()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+            self.runtime
+                .spawn(run_link(Arc::clone(self), node.to_string(), rx));
+            tx
+        });
+        match queue.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(PeerError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                links.remove(node);
+                Err(PeerError::Stopped)
             }
         }
     }
 
-    fn send_to(&mut self, node: &str, frame: &[u8]) {
-        if !self.dealers.contains_key(node) {
-            match self.connect(node) {
-                Ok(dealer) => {
-                    self.dealers.insert(node.to_string(), dealer);
-                }
-                Err(e) => {
-                    warn!(peer = %node, error = %e, "cannot connect to peer");
-                    return;
-                }
-            }
-        }
-        if let Some(dealer) = self.dealers.get(node) {
-            if let Err(e) = dealer.send(frame, zmq::DONTWAIT) {
-                debug!(peer = %node, error = %e, "peer message dropped (queue full)");
-            }
+    fn codec(&self) -> LengthDelimitedCodec {
+        LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(self.config.max_message_bytes)
+            .new_codec()
+    }
+
+    /// Opens a frame from the wire: `None` if it is not sealed with the cluster key.
+    fn open(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        match &self.config.key {
+            Some(key) => key.open(frame),
+            None => Some(frame.to_vec()),
         }
     }
 
-    fn connect(&self, node: &str) -> Result<zmq::Socket, zmq::Error> {
-        let dealer = self.context.socket(zmq::DEALER)?;
-        dealer.set_linger(0)?;
-        dealer.set_sndhwm(10_000)?;
-        dealer.set_maxmsgsize(i64::try_from(self.config.max_message_bytes).unwrap_or(i64::MAX))?;
-        dealer.connect(&endpoint_of(node, self.config.peer_port))?;
-        Ok(dealer)
+    fn count_in(&self, bytes: usize) {
+        self.metrics.peer_messages_received.inc();
+        self.metrics.peer_bytes_received.inc_by(bytes as u64);
     }
 
-    fn drain_router(&mut self) {
-        loop {
-            let parts = match self.router.recv_multipart(zmq::DONTWAIT) {
-                Ok(parts) => parts,
-                Err(_) => return,
-            };
-            let [identity, frame] =
-                <[Vec<u8>; 2]>::try_from(parts).unwrap_or_else(|_| [Vec::new(), Vec::new()]);
-            if identity.is_empty() {
-                continue;
-            }
-            let frame = match &self.config.key {
-                Some(key) => match key.open(&frame) {
-                    Some(plain) => plain,
-                    None => {
-                        warn!("dropping a peer message not sealed with the cluster key");
-                        continue;
-                    }
-                },
-                None => frame,
-            };
-            let message = match PeerEnvelope::decode(frame.as_slice()) {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, "undecodable peer message");
-                    self.reply_error(
-                        identity,
-                        0,
-                        ErrorCode::Malformed,
-                        &format!("undecodable message: {e}"),
-                    );
-                    continue;
-                }
-            };
-            if message.protocol_version != PROTOCOL_VERSION {
-                self.reply_error(
-                    identity,
-                    message.correlation_id,
-                    ErrorCode::VersionMismatch,
-                    &format!(
-                        "this node speaks peer protocol {PROTOCOL_VERSION}, not {}",
-                        message.protocol_version
-                    ),
-                );
-                continue;
-            }
-            let Some(body) = message.body else {
-                self.reply_error(
-                    identity,
-                    message.correlation_id,
-                    ErrorCode::Malformed,
-                    "empty message",
-                );
-                continue;
-            };
-            let handler = Arc::clone(&self.handler);
-            let commands = self.commands.clone();
-            let node = self.config.node_address.clone();
-            let correlation = message.correlation_id;
-            let sender = message.sender;
-            let waker = Arc::clone(&self.waker);
-            let key = self.config.key.clone();
-            self.runtime.spawn(async move {
-                let response = handler(sender, body).await;
-                if let (Some(body), true) = (response, correlation != 0) {
-                    let frame = envelope(correlation, &node, body);
-                    let frame = match &key {
-                        Some(key) => key.seal(&frame),
-                        None => frame,
-                    };
-                    if commands
-                        .try_send(Command::Respond { identity, frame })
-                        .is_ok()
-                    {
-                        let _ = waker.lock().send(&[][..], zmq::DONTWAIT);
-                    }
-                }
-            });
-        }
+    fn count_out(&self, bytes: usize) {
+        self.metrics.peer_messages_sent.inc();
+        self.metrics.peer_bytes_sent.inc_by(bytes as u64);
     }
 
-    fn reply_error(&self, identity: Vec<u8>, correlation: u64, code: ErrorCode, message: &str) {
-        let frame = envelope(
+    fn error_frame(&self, correlation: u64, code: ErrorCode, message: &str) -> Bytes {
+        self.seal(envelope(
             correlation,
             &self.config.node_address,
             Body::Error(PeerErrorBody {
                 code: code as i32,
                 message: message.to_string(),
             }),
-        );
-        let frame = match &self.config.key {
-            Some(key) => key.seal(&frame),
-            None => frame,
-        };
-        let _ = self.router.send_multipart([identity, frame], zmq::DONTWAIT);
+        ))
     }
+}
 
-    fn drain_dealer(&mut self, node: &str) {
-        let Some(dealer) = self.dealers.get(node) else {
-            return;
+/// The outbound connection to one peer: writes what is queued for it,
+/// reconnecting as needed, and hands the responses read back to their
+/// callers. Frames queued while the peer cannot be reached are dropped
+/// (their callers time out).
+async fn run_link(inner: Arc<Inner>, node: String, mut queue: mpsc::Receiver<Bytes>) {
+    let address = address_of(&node, inner.config.peer_port);
+    let shutdown = inner.shutdown.clone();
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            frame = queue.recv() => match frame {
+                Some(frame) => frame,
+                None => return,
+            },
         };
-        while let Ok(frame) = dealer.recv_bytes(zmq::DONTWAIT) {
-            let frame = match &self.config.key {
-                Some(key) => match key.open(&frame) {
-                    Some(plain) => plain,
-                    None => {
-                        warn!(peer = %node, "dropping a response not sealed with the cluster key");
-                        continue;
-                    }
-                },
-                None => frame,
-            };
-            let Ok(message) = PeerEnvelope::decode(frame.as_slice()) else {
-                warn!(peer = %node, "undecodable response from peer");
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(peer = %node, error = %e, "cannot connect to peer; message dropped");
                 continue;
+            }
+            Err(_) => {
+                debug!(peer = %node, "connecting to peer timed out; message dropped");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let mut sink = FramedWrite::new(write, inner.codec());
+        let closed = CancellationToken::new();
+        let responses = tokio::spawn(read_responses(
+            Arc::clone(&inner),
+            node.clone(),
+            FramedRead::new(read, inner.codec()),
+            closed.clone(),
+        ));
+        let mut next = Some(first);
+        let broken = loop {
+            let Some(frame) = next.take() else {
+                break false;
             };
-            let Some(body) = message.body else { continue };
-            // Responses to unknown (timed-out) requests are dropped.
-            if let Some(waiter) = self.pending.lock().remove(&message.correlation_id) {
-                let _ = waiter.send(body);
+            inner.count_out(frame.len());
+            if sink.feed(frame).await.is_err() {
+                break true;
+            }
+            // Batch whatever else is queued into one flush.
+            while let Ok(frame) = queue.try_recv() {
+                inner.count_out(frame.len());
+                if sink.feed(frame).await.is_err() {
+                    break;
+                }
+            }
+            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+                break true;
+            }
+            next = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                frame = queue.recv() => frame,
+                _ = closed.cancelled() => {
+                    // The peer closed the connection: reconnect on the next frame.
+                    break true;
+                }
+            };
+            if next.is_none() {
+                break false;
+            }
+        };
+        responses.abort();
+        if !broken {
+            return;
+        }
+        debug!(peer = %node, "peer connection broken; reconnecting on the next message");
+    }
+}
+
+/// Reads responses on an outbound connection and completes their callers.
+async fn read_responses(
+    inner: Arc<Inner>,
+    node: String,
+    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+    closed: CancellationToken,
+) {
+    // Tells the writer when the connection is gone, however this ends.
+    let _closed = closed.drop_guard();
+    while let Some(frame) = frames.next().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                debug!(peer = %node, error = %e, "peer connection closed");
+                return;
+            }
+        };
+        inner.count_in(frame.len());
+        let Some(plain) = inner.open(&frame) else {
+            warn!(peer = %node, "dropping a response not sealed with the cluster key");
+            continue;
+        };
+        let Ok(message) = PeerEnvelope::decode(plain.as_slice()) else {
+            warn!(peer = %node, "undecodable response from peer");
+            continue;
+        };
+        let Some(body) = message.body else { continue };
+        // Responses to unknown (timed-out) requests are dropped.
+        if let Some(waiter) = inner.pending.lock().remove(&message.correlation_id) {
+            let _ = waiter.send(body);
+        }
+    }
+}
+
+/// Accepts connections from peers until the transport stops.
+async fn accept_peers(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let _ = stream.set_nodelay(true);
+                debug!(from = %from, "peer connected");
+                tokio::spawn(serve_connection(Arc::clone(&inner), stream));
+            }
+            Err(e) => {
+                warn!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
+/// Serves the requests arriving on one inbound connection: each is handled
+/// in its own task (a slow prepare does not hold up a heartbeat), and the
+/// responses go back over the same connection.
+async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
+    let (read, write) = stream.into_split();
+    let mut frames = FramedRead::new(read, inner.codec());
+    let (responses, mut outbox) = mpsc::channel::<Bytes>(QUEUE_FRAMES);
+    let writer = {
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            let mut sink = FramedWrite::new(write, inner.codec());
+            while let Some(frame) = outbox.recv().await {
+                inner.count_out(frame.len());
+                if sink.feed(frame).await.is_err() {
+                    return;
+                }
+                while let Ok(frame) = outbox.try_recv() {
+                    inner.count_out(frame.len());
+                    if sink.feed(frame).await.is_err() {
+                        return;
+                    }
+                }
+                if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let shutdown = inner.shutdown.clone();
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            frame = frames.next() => frame,
+        };
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                // Too long, or the connection failed: drop the connection.
+                warn!(error = %e, "closing a peer connection that sent an unusable frame");
+                break;
+            }
+            None => break,
+        };
+        inner.count_in(frame.len());
+        let Some(plain) = inner.open(&frame) else {
+            warn!("dropping a peer message not sealed with the cluster key");
+            continue;
+        };
+        let message = match PeerEnvelope::decode(plain.as_slice()) {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(error = %e, "undecodable peer message");
+                let _ = responses.try_send(inner.error_frame(
+                    0,
+                    ErrorCode::Malformed,
+                    &format!("undecodable message: {e}"),
+                ));
+                continue;
+            }
+        };
+        if message.protocol_version != PROTOCOL_VERSION {
+            let _ = responses.try_send(inner.error_frame(
+                message.correlation_id,
+                ErrorCode::VersionMismatch,
+                &format!(
+                    "this node speaks peer protocol {PROTOCOL_VERSION}, not {}",
+                    message.protocol_version
+                ),
+            ));
+            continue;
+        }
+        let Some(body) = message.body else {
+            let _ = responses.try_send(inner.error_frame(
+                message.correlation_id,
+                ErrorCode::Malformed,
+                "empty message",
+            ));
+            continue;
+        };
+        let (inner, responses) = (Arc::clone(&inner), responses.clone());
+        let correlation = message.correlation_id;
+        let sender = message.sender;
+        tokio::spawn(async move {
+            let response = (inner.handler)(sender, body).await;
+            if let (Some(body), true) = (response, correlation != 0) {
+                let frame = inner.seal(envelope(correlation, &inner.config.node_address, body));
+                if responses.try_send(frame).is_err() {
+                    debug!("peer response dropped (connection gone or queue full)");
+                }
+            }
+        });
+    }
+    drop(responses);
+    // Let queued responses drain; the writer ends when every sender is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
 #[cfg(test)]
 mod tests {
-    use super::endpoint_of;
+    use super::address_of;
 
     #[test]
-    fn node_names_become_tcp_endpoints() {
-        assert_eq!(endpoint_of("10.0.0.5", 7150), "tcp://10.0.0.5:7150");
-        assert_eq!(endpoint_of("fd00::5", 7150), "tcp://[fd00::5]:7150");
-        assert_eq!(endpoint_of("node-a", 7150), "tcp://node-a:7150");
-        assert_eq!(endpoint_of("127.0.0.1:9000", 7150), "tcp://127.0.0.1:9000");
+    fn node_names_become_socket_addresses() {
+        assert_eq!(address_of("10.0.0.5", 7150), "10.0.0.5:7150");
+        assert_eq!(address_of("fd00::5", 7150), "[fd00::5]:7150");
+        assert_eq!(address_of("node-a", 7150), "node-a:7150");
+        assert_eq!(address_of("127.0.0.1:9000", 7150), "127.0.0.1:9000");
     }
 }

@@ -10,6 +10,7 @@ mod embedded;
 mod error;
 mod lww;
 mod memory;
+mod metered;
 mod redis_cluster;
 mod redis_common;
 mod redis_single;
@@ -20,6 +21,7 @@ pub use embedded::EmbeddedStorage;
 pub use error::StorageError;
 pub use lww::lww_timestamp;
 pub use memory::MemoryStorage;
+pub use metered::Metered;
 pub use redis_cluster::RedisClusterStorage;
 pub use redis_single::RedisStorage;
 pub use url::{

@@ -119,6 +119,8 @@ impl fmt::Display for AbortReason {
 /// A commit that reached its commit point: what steps 3 and 4 need.
 struct Durable {
     meta: CommitMeta,
+    /// The participants' writes that came with their votes (written here).
+    shipped: BTreeMap<String, Bytes>,
     /// Whether the key markers are already in storage.
     markers_written: bool,
 }
@@ -337,8 +339,11 @@ impl Engine {
                 };
                 match engine.claim_abort(&tid).await {
                     Ok(Decision::Committed(_)) => {
+                        // Values shipped by participants are read back
+                        // from their data keys by the publication.
                         let durable = Durable {
                             meta,
+                            shipped: BTreeMap::new(),
                             markers_written: false,
                         };
                         let outcome = engine.install_and_announce(&tid, &plan, durable).await;
@@ -377,10 +382,14 @@ impl Engine {
             unsettled: None,
         };
         // Step 1.
-        let (remote_keys, remote_reads) = self
+        let (remote_keys, remote_reads, shipped) = self
             .prepare_participants(tid, timestamp, plan)
             .await
             .map_err(|e| failed(AbortReason::Participant(e)))?;
+        // Shipped values are written here, with this node's own.
+        let mut mine = mine;
+        mine.extend(shipped.keys().cloned());
+        write_set.extend(shipped.keys().cloned());
         self.failpoint("commit.after_prepare").await;
         if !remote_reads.is_empty() {
             // Branches that ran side by side meet here: their reads must be
@@ -418,7 +427,7 @@ impl Engine {
             .base_entries(&meta)
             .await
             .map_err(|e| failed(AbortReason::Storage(e)))?;
-        for (key, value) in &plan.local {
+        for (key, value) in plan.local.iter().chain(&shipped) {
             entries.push((data_key_for_tid(tid, key), value.to_vec()));
         }
         entries.push((
@@ -439,6 +448,7 @@ impl Engine {
         self.failpoint("commit.after_record").await;
         Ok(Some(Durable {
             meta,
+            shipped,
             markers_written,
         }))
     }
@@ -630,11 +640,14 @@ impl Engine {
     ) -> Outcome {
         let Durable {
             meta,
+            shipped,
             markers_written,
         } = durable;
         self.index.install(&meta);
         let version = meta.version();
-        for (key, value) in &plan.local {
+        let mut known = plan.local.clone();
+        known.extend(shipped);
+        for (key, value) in &known {
             self.cache.insert(
                 VersionedKey {
                     key: Arc::from(key.as_str()),
@@ -643,13 +656,17 @@ impl Engine {
                 Some(value.clone()),
             );
         }
-        self.decide_participants(tid, plan, Some(&meta)).await;
+        // Participants learn the decision off the executor's path: it only
+        // releases their buffers (a missed one is settled by gossip, the
+        // commit record and their decision timeout), so the ack need not
+        // wait for a peer round trip.
+        self.spawn_decide_participants(tid, plan, &meta);
         if let Some(feed) = self.commit_feed.get() {
             let _ = feed.send(meta.clone());
         }
         self.spawn_publication(Publication {
             meta: meta.clone(),
-            known: plan.local.clone(),
+            known,
             markers_written,
         });
         Outcome::Committed {
@@ -664,9 +681,9 @@ impl Engine {
         tid: &str,
         timestamp: u64,
         plan: &CommitPlan,
-    ) -> Result<(Vec<String>, Vec<(String, Version)>), TxnError> {
+    ) -> Result<(Vec<String>, Vec<(String, Version)>, BTreeMap<String, Bytes>), TxnError> {
         if plan.participants.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((Vec::new(), Vec::new(), BTreeMap::new()));
         }
         let Some(remote) = self.remote.get() else {
             return Err(TxnError::Peer {
@@ -688,15 +705,22 @@ impl Engine {
                 exclude.clone(),
                 tid.to_string(),
             );
-            tasks.spawn(async move { remote.prepare(&node, &tid, timestamp, &exclude).await });
+            let ship_up_to = self.config.ship_values_up_to;
+            tasks.spawn(async move {
+                remote
+                    .prepare(&node, &tid, timestamp, &exclude, ship_up_to)
+                    .await
+            });
         }
         let mut written = Vec::new();
         let mut reads = Vec::new();
+        let mut shipped = BTreeMap::new();
         while let Some(result) = tasks.join_next().await {
             match result {
                 Ok(Ok(vote)) => {
                     written.extend(vote.keys);
                     reads.extend(vote.reads);
+                    shipped.extend(vote.shipped);
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(join) => {
@@ -708,7 +732,27 @@ impl Engine {
                 }
             }
         }
-        Ok((written, reads))
+        Ok((written, reads, shipped))
+    }
+
+    /// [`Self::decide_participants`] for a commit, in the background.
+    fn spawn_decide_participants(&self, tid: &str, plan: &CommitPlan, meta: &CommitMeta) {
+        let Some(remote) = self.remote.get() else {
+            return;
+        };
+        for node in plan.participants.keys() {
+            let (remote, node, tid, meta) = (
+                Arc::clone(remote),
+                node.clone(),
+                tid.to_string(),
+                meta.clone(),
+            );
+            self.spawn_tied(async move {
+                if let Err(e) = remote.decide(&node, &tid, Some(&meta)).await {
+                    warn!(tid = %tid, peer = %node, error = %e, "could not deliver commit decision");
+                }
+            });
+        }
     }
 
     /// Tells every participant the outcome (best effort: a participant that

@@ -45,6 +45,12 @@ pub struct EngineConfig {
     pub decision_timeout: Duration,
     /// Timeout of one storage call (bounds waits the engine makes on storage).
     pub storage_timeout: Duration,
+    /// A participant whose buffered writes for a commit add up to at most
+    /// this many bytes returns them in its vote, and the coordinator writes
+    /// them with its own batch (one storage round trip per commit, none on
+    /// the participant); larger ones it persists itself. 0 = always persist
+    /// on the participant.
+    pub ship_values_up_to: usize,
     /// How long executors wait for a get or put before they give up and
     /// take "no value" (Cloudburst's client: 5 s). A read answered later
     /// than half of this, or a node that stalled for half of it, dooms the
@@ -110,6 +116,7 @@ impl Default for EngineConfig {
             retired_record_retention: Duration::from_secs(600),
             storage_timeout: DEFAULT_CALL_TIMEOUT,
             client_timeout: Duration::from_secs(5),
+            ship_values_up_to: 1024 * 1024,
             write_horizon: DEFAULT_CALL_TIMEOUT * 3,
             publish_sweep_interval: Duration::from_secs(5),
             clustered: false,

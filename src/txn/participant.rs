@@ -70,10 +70,13 @@ impl Engine {
         Ok(txn.writes.get(key).cloned())
     }
 
-    /// Phase one of a commit coordinated elsewhere: persists what `tid`
-    /// buffered here, except `exclude`, at its version keys; returns the keys
-    /// written and what the transaction read here. The transaction then
-    /// waits here, prepared, for the decision.
+    /// Phase one of a commit coordinated elsewhere: the vote, with what
+    /// `tid` buffered here except `exclude`. If those values add up to at
+    /// most `ship_up_to` bytes they are returned in the vote (the
+    /// coordinator writes them with its own batch, so the commit costs one
+    /// storage round trip); otherwise they are persisted here at their
+    /// version keys first. Also returns what the transaction read here. The
+    /// transaction then waits here, prepared, for the decision.
     /// An unknown or doomed transaction votes no (this node lost its buffer,
     /// or one of its reads here could not be answered).
     pub async fn prepare(
@@ -81,6 +84,7 @@ impl Engine {
         tid: &str,
         timestamp: u64,
         exclude: &[String],
+        ship_up_to: usize,
     ) -> Result<PreparedVote, TxnError> {
         self.clock.observe(timestamp);
         let slot = self.slot(tid)?;
@@ -91,12 +95,19 @@ impl Engine {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             };
+        let values_of = |txn: &super::transaction::Transaction, keys: &[String]| {
+            keys.iter()
+                .filter_map(|k| txn.writes.get(k).map(|v| (k.clone(), v.clone())))
+                .collect::<Vec<(String, Bytes)>>()
+        };
         let (keys, entries, reads): (Vec<String>, Vec<crate::storage::Entry>, _) = {
             let mut txn = slot.lock();
             match &txn.phase {
-                Phase::Prepared { keys, .. } => {
+                // A repeated prepare gets the same vote.
+                Phase::Prepared { keys, shipped, .. } => {
                     return Ok(PreparedVote {
                         keys: keys.clone(),
+                        shipped: values_of(&txn, shipped),
                         reads: reads_of(&txn),
                     })
                 }
@@ -120,12 +131,34 @@ impl Engine {
                     })
                 }
             }
-            txn.phase = Phase::Committing;
-            let (keys, entries) = txn
+            let mine: Vec<(String, Bytes)> = txn
                 .writes
                 .iter()
                 .filter(|(k, _)| !exclude.contains(k))
-                .map(|(k, v)| (k.clone(), (data_key_for_tid(tid, k), v.to_vec())))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let bytes: usize = mine.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if ship_up_to > 0 && bytes <= ship_up_to {
+                let shipped: Vec<String> = mine.iter().map(|(k, _)| k.clone()).collect();
+                txn.phase = Phase::Prepared {
+                    at: Instant::now(),
+                    keys: Vec::new(),
+                    shipped,
+                };
+                debug!(tid = %tid, keys = mine.len(), bytes, "prepared; values go with the vote");
+                return Ok(PreparedVote {
+                    keys: Vec::new(),
+                    shipped: mine,
+                    reads: reads_of(&txn),
+                });
+            }
+            txn.phase = Phase::Committing;
+            let (keys, entries) = mine
+                .into_iter()
+                .map(|(k, v)| {
+                    let entry = (data_key_for_tid(tid, &k), v.to_vec());
+                    (k, entry)
+                })
                 .unzip();
             (keys, entries, reads_of(&txn))
         };
@@ -139,9 +172,14 @@ impl Engine {
         slot.lock().phase = Phase::Prepared {
             at: Instant::now(),
             keys: keys.clone(),
+            shipped: Vec::new(),
         };
         debug!(tid = %tid, keys = keys.len(), "prepared");
-        Ok(PreparedVote { keys, reads })
+        Ok(PreparedVote {
+            keys,
+            shipped: Vec::new(),
+            reads,
+        })
     }
 
     /// Phase two: the coordinator's decision. A commit is installed (if
@@ -227,7 +265,7 @@ impl Engine {
             .lock()
             .iter()
             .filter_map(|(tid, slot)| match &slot.lock().phase {
-                Phase::Prepared { at, keys } if at.elapsed() > overdue_after => {
+                Phase::Prepared { at, keys, .. } if at.elapsed() > overdue_after => {
                     Some((Arc::clone(tid), !keys.is_empty()))
                 }
                 _ => None,

@@ -54,6 +54,9 @@ impl UpstreamState {
 pub struct PreparedVote {
     /// The keys it persisted (durable when the vote arrives).
     pub keys: Vec<String>,
+    /// The writes it returned instead of persisting (the coordinator
+    /// writes them with its own batch); disjoint from `keys`.
+    pub shipped: Vec<(String, Bytes)>,
     /// Its read set: key -> version read.
     pub reads: Vec<(String, Version)>,
 }
@@ -79,15 +82,18 @@ pub trait Remote: Send + Sync + 'static {
         key: &str,
     ) -> Result<Option<Bytes>, TxnError>;
 
-    /// Asks `node` to persist the values `tid` buffered there, except for
-    /// `exclude` (phase one of the commit). Returns the keys it persisted
-    /// (`Ok` means they are durable) and what the transaction read there.
+    /// Phase one of the commit on `node`: its vote, with the values `tid`
+    /// buffered there except for `exclude`, either persisted there (their
+    /// keys; `Ok` means durable) or, if they add up to at most
+    /// `ship_up_to` bytes, returned for the coordinator to write. Also
+    /// returns what the transaction read there.
     async fn prepare(
         &self,
         node: &str,
         tid: &str,
         timestamp: u64,
         exclude: &[String],
+        ship_up_to: usize,
     ) -> Result<PreparedVote, TxnError>;
 
     /// Tells `node` how `tid` ended: `Some(commit)` = committed (with the

@@ -19,13 +19,17 @@ pub enum Phase {
     Committing,
     /// Failed (upstream unreachable, storage error, ...); it can only abort.
     Failed(String),
-    /// A participant of a multi-node commit: its buffered writes are
-    /// persisted (since `at`) and it waits for the coordinator's decision.
+    /// A participant of a multi-node commit: it voted yes (at `at`), its
+    /// buffered writes persisted here or handed to the coordinator, and it
+    /// waits for the coordinator's decision.
     Prepared {
         /// When it was prepared.
         at: Instant,
-        /// The keys it persisted.
+        /// The keys it persisted here.
         keys: Vec<String>,
+        /// The keys whose values it returned in its vote instead (the
+        /// coordinator writes them; nothing of them is stored here).
+        shipped: Vec<String>,
     },
 }
 

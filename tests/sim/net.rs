@@ -193,12 +193,13 @@ impl Remote for SimRemote {
         tid: &str,
         timestamp: u64,
         exclude: &[String],
+        ship_up_to: usize,
     ) -> Result<PreparedVote, TxnError> {
         let (t, x) = (tid.to_string(), exclude.to_vec());
-        let bytes = tid.len() + 16 + exclude.iter().map(String::len).sum::<usize>();
+        let bytes = tid.len() + 24 + exclude.iter().map(String::len).sum::<usize>();
         self.call(node, "prepare", bytes, PREPARE_TIMEOUT, tid, move |e| {
             let (t, x) = (t.clone(), x.clone());
-            async move { e.prepare(&t, timestamp, &x).await }
+            async move { e.prepare(&t, timestamp, &x, ship_up_to).await }
         })
         .await
     }

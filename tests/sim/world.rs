@@ -121,6 +121,9 @@ pub struct SimConfig {
     /// then, though its caller timed out long before). Within the write
     /// horizon unless a run breaks that assumption on purpose.
     pub late_write_max: Duration,
+    /// Participants return buffered writes up to this many bytes in their
+    /// votes (0: they persist them themselves); the seed picks either.
+    pub ship_values_up_to: usize,
 }
 
 impl SimConfig {
@@ -156,6 +159,7 @@ impl SimConfig {
             faults,
             skew: Duration::from_millis(rng.random_range(0..200)),
             late_write_max: WRITE_HORIZON,
+            ship_values_up_to: if rng.random_bool(0.5) { 0 } else { 1 << 20 },
         }
     }
 
@@ -569,6 +573,7 @@ impl World {
                 incarnation,
             }),
             regression: self.cfg.regression,
+            ship_values_up_to: self.cfg.ship_values_up_to,
             ..EngineConfig::default()
         }
     }
