@@ -134,13 +134,41 @@ impl Metrics {
         let peer_bytes_sent = Counter::default();
         let peer_bytes_received = Counter::default();
         for (name, help, counter) in [
-            ("storage_calls", "Calls to the storage backend", &storage_calls),
-            ("storage_bytes_written", "Bytes sent to the storage backend", &storage_bytes_written),
-            ("storage_bytes_read", "Bytes received from the storage backend", &storage_bytes_read),
-            ("peer_messages_sent", "Peer messages sent", &peer_messages_sent),
-            ("peer_messages_received", "Peer messages received", &peer_messages_received),
-            ("peer_bytes_sent", "Bytes of peer messages sent", &peer_bytes_sent),
-            ("peer_bytes_received", "Bytes of peer messages received", &peer_bytes_received),
+            (
+                "storage_calls",
+                "Calls to the storage backend",
+                &storage_calls,
+            ),
+            (
+                "storage_bytes_written",
+                "Bytes sent to the storage backend",
+                &storage_bytes_written,
+            ),
+            (
+                "storage_bytes_read",
+                "Bytes received from the storage backend",
+                &storage_bytes_read,
+            ),
+            (
+                "peer_messages_sent",
+                "Peer messages sent",
+                &peer_messages_sent,
+            ),
+            (
+                "peer_messages_received",
+                "Peer messages received",
+                &peer_messages_received,
+            ),
+            (
+                "peer_bytes_sent",
+                "Bytes of peer messages sent",
+                &peer_bytes_sent,
+            ),
+            (
+                "peer_bytes_received",
+                "Bytes of peer messages received",
+                &peer_bytes_received,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }

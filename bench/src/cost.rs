@@ -44,8 +44,8 @@ impl Sample {
             if let Some(text) = scrape(probe.metrics) {
                 let get = |name: &str| counter(&text, name).unwrap_or(0.0);
                 total.storage_calls += get("aft_storage_calls_total");
-                total.storage_bytes += get("aft_storage_bytes_written_total")
-                    + get("aft_storage_bytes_read_total");
+                total.storage_bytes +=
+                    get("aft_storage_bytes_written_total") + get("aft_storage_bytes_read_total");
                 total.peer_messages += get("aft_peer_messages_sent_total");
                 total.peer_bytes += get("aft_peer_bytes_sent_total");
             }
@@ -146,12 +146,10 @@ pub fn scrape(addr: SocketAddr) -> Option<String> {
 
 /// The value of the unlabelled metric `name` in a Prometheus text exposition.
 pub fn counter(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (metric, value) = l.split_once(' ')?;
-            (metric == name).then(|| value.trim().parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (metric, value) = l.split_once(' ')?;
+        (metric == name).then(|| value.trim().parse().ok())?
+    })
 }
 
 #[cfg(test)]

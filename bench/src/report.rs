@@ -440,7 +440,10 @@ fn cost_section(s: &mut String, results: &Results) {
         }
     }
     if !lines.is_empty() {
-        let _ = writeln!(s, "**Projection to one 8-core node**, from the busiest cell of each workload:\n");
+        let _ = writeln!(
+            s,
+            "**Projection to one 8-core node**, from the busiest cell of each workload:\n"
+        );
         for line in lines {
             let _ = writeln!(s, "{line}");
         }

@@ -26,20 +26,11 @@ pub enum IpcError {
         /// The socket file.
         path: PathBuf,
     },
-    /// A ZeroMQ call failed.
-    #[error("ZeroMQ error on `{endpoint}`: {source}")]
-    Zmq {
-        /// The endpoint involved.
-        endpoint: String,
-        /// The ZeroMQ error.
-        #[source]
-        source: zmq::Error,
-    },
-    /// A thread could not be spawned.
-    #[error("cannot spawn the {name} thread: {source}")]
-    Thread {
-        /// Which thread.
-        name: &'static str,
+    /// An endpoint's socket could not be bound.
+    #[error("cannot bind IPC socket `{path}`: {source}")]
+    Bind {
+        /// The socket file.
+        path: PathBuf,
         /// The OS error.
         #[source]
         source: std::io::Error,

@@ -1,123 +1,131 @@
-//! The IPC thread: owns the six PULL sockets and every outbound PUSH socket.
+//! The IPC front on the tokio runtime: one listener per endpoint, one task
+//! per executor connection (ZMTP, `zmtp.rs`), replies over `reply.rs`.
 //!
-//! For each request it decodes, checks the reply address, then runs the
-//! endpoint's handler future *once, inline*: most requests (start, abort,
-//! transactional put, reads answered from the buffer or the cache,
-//! continue on the same node) finish without waiting on anything, and their
-//! reply goes out from this thread at once — no thread hop. A handler that
-//! must wait (storage, peers, commit) is moved to the tokio runtime and its
-//! reply comes back over a channel that wakes this thread. So a slow storage
-//! call delays only its own request.
+//! For each request the connection task decodes it, checks its reply
+//! address, then polls the endpoint's handler future *once, inline*: most
+//! requests (start, abort, transactional put, reads answered from the
+//! buffer or the cache, continue on the same node) finish without waiting
+//! on anything, and their reply is queued at once, from the same task. A
+//! handler that must wait (storage, peers, commit) continues as a task of
+//! its own, so a slow storage call delays only its own request, and its
+//! reply is queued from wherever it finishes. No thread sits between the
+//! socket and the engine.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::Receiver;
-use tracing::warn;
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 use super::address::AddressPolicy;
 use super::handlers::{self, refusal, Context};
-use super::reply::{PendingReplies, Reply, ReplySockets};
+use super::reply::{PendingReplies, Reply, ReplyLinks};
 use super::request::{decode, Endpoint};
+use super::zmtp::{self, Frame, FrameReader, SocketType};
 
-/// How long one poll waits before re-checking the stop flag.
-const POLL_MS: i64 = 100;
-/// Messages taken from one socket per poll round (fairness across endpoints).
-const BURST: usize = 64;
+/// How long an executor's connection may take to finish the ZMTP handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What every connection task shares.
 pub(super) struct Front {
-    pub sockets: Vec<(Endpoint, zmq::Socket)>,
-    pub wake: zmq::Socket,
-    pub replies: Receiver<Reply>,
-    pub reply_sockets: ReplySockets,
     pub policy: AddressPolicy,
     pub pending: Arc<PendingReplies>,
     pub ctx: Arc<Context>,
-    pub runtime: tokio::runtime::Handle,
-    pub stop: Arc<AtomicBool>,
-    /// Set by shutdown before `stop`: how long to wait for in-flight replies.
-    pub grace_ms: Arc<AtomicU64>,
+    pub links: Arc<ReplyLinks>,
+    /// Largest request frame accepted (a bigger one closes its connection).
+    pub max_request_bytes: usize,
+    /// Cancelled at shutdown: stop accepting connections and requests.
+    pub stop: CancellationToken,
 }
 
 impl Front {
-    pub fn run(mut self) {
-        while !self.stop.load(Ordering::Acquire) {
-            self.serve_once(true);
-        }
-        // Stop accepting; finish what is in flight (up to the grace period).
-        let deadline =
-            Instant::now() + Duration::from_millis(self.grace_ms.load(Ordering::Acquire));
-        while self.pending.in_flight() > 0 && Instant::now() < deadline {
-            self.serve_once(false);
-        }
-        self.flush_replies();
-    }
-
-    /// One round: take what is already queued (replies finished elsewhere,
-    /// then, if `accept`, requests) without a system call to poll; only when
-    /// nothing was waiting, block in `zmq::poll` until something arrives.
-    fn serve_once(&mut self, accept: bool) {
-        let mut busy = self.flush_replies();
-        if accept {
-            busy |= self.drain_requests();
-        }
-        if busy {
-            return;
-        }
-        let mut items: Vec<zmq::PollItem<'_>> = vec![self.wake.as_poll_item(zmq::POLLIN)];
-        if accept {
-            items.extend(
-                self.sockets
-                    .iter()
-                    .map(|(_, s)| s.as_poll_item(zmq::POLLIN)),
-            );
-        }
-        let timeout = if accept { POLL_MS } else { 5 };
-        if let Err(e) = zmq::poll(&mut items, timeout) {
-            warn!(error = %e, "poll failed");
-        }
-    }
-
-    /// Takes up to `BURST` requests from each endpoint; returns whether any came.
-    fn drain_requests(&mut self) -> bool {
-        let mut any = false;
-        for index in 0..self.sockets.len() {
-            for _ in 0..BURST {
-                let (endpoint, socket) = &self.sockets[index];
-                let endpoint = *endpoint;
-                match socket.recv_bytes(zmq::DONTWAIT) {
-                    Ok(frame) => {
-                        any = true;
-                        self.dispatch(endpoint, &frame);
-                    }
-                    Err(zmq::Error::EAGAIN) => break,
-                    Err(e) => {
-                        warn!(endpoint = endpoint.name(), error = %e, "receive failed");
-                        break;
-                    }
+    /// Accepts executors on one endpoint until stopped.
+    pub async fn serve_endpoint(self: Arc<Self>, endpoint: Endpoint, listener: UnixListener) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(Arc::clone(&self).serve_connection(endpoint, stream));
+                }
+                Err(e) => {
+                    warn!(endpoint = endpoint.name(), error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
-        any
     }
 
-    /// Sends every reply finished elsewhere; returns whether there was any.
-    fn flush_replies(&mut self) -> bool {
-        while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
-        let mut any = false;
-        while let Ok(reply) = self.replies.try_recv() {
-            any = true;
-            self.reply_sockets.send(reply);
-        }
-        any
-    }
-
-    fn dispatch(&mut self, endpoint: Endpoint, frame: &[u8]) {
+    /// Serves one executor's connection to one endpoint.
+    async fn serve_connection(self: Arc<Self>, endpoint: Endpoint, mut stream: UnixStream) {
         let metrics = &self.ctx.metrics;
-        let request = match decode(endpoint, frame) {
+        let leftover = match tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            zmtp::handshake(&mut stream, SocketType::Pull, true),
+        )
+        .await
+        {
+            Ok(Ok(leftover)) => leftover,
+            Ok(Err(e)) => {
+                metrics.reject("handshake");
+                warn!(endpoint = endpoint.name(), error = %e, "refusing a connection that does not speak ZMTP as a PUSH socket");
+                return;
+            }
+            Err(_) => {
+                metrics.reject("handshake");
+                debug!(
+                    endpoint = endpoint.name(),
+                    "connection closed: no handshake in time"
+                );
+                return;
+            }
+        };
+        let (read, mut write) = stream.into_split();
+        let mut frames = FrameReader::new(read, leftover, self.max_request_bytes);
+        // Parts of a multi-part message (requests are single frames).
+        let mut parts = 0usize;
+        loop {
+            let frame = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                frame = frames.next() => frame,
+            };
+            match frame {
+                None => return,
+                Some(Err(e)) => {
+                    metrics.reject("malformed");
+                    warn!(endpoint = endpoint.name(), error = %e, "closing a connection that sent an unusable frame");
+                    return;
+                }
+                Some(Ok(Frame::Command { name, data })) => {
+                    if name == "PING" && write.write_all(&zmtp::pong(&data)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Frame::Message { body, more })) => {
+                    if more || parts > 0 {
+                        parts = if more { parts + 1 } else { 0 };
+                        if !more {
+                            metrics.reject("malformed");
+                            warn!(endpoint = endpoint.name(), "dropping a multi-part request");
+                        }
+                        continue;
+                    }
+                    self.dispatch(endpoint, body);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, endpoint: Endpoint, frame: Bytes) {
+        let metrics = &self.ctx.metrics;
+        let request = match decode(endpoint, &frame) {
             Ok(request) => request,
             Err(e) => {
                 metrics.reject("malformed");
@@ -146,7 +154,7 @@ impl Front {
             ) {
                 Some(frame) => {
                     metrics.reject("too_many_pending");
-                    self.reply_sockets.send(Reply {
+                    self.links.send(Reply {
                         frame,
                         address: reply_to,
                         slot: None,
@@ -157,25 +165,20 @@ impl Front {
             },
         };
         let mut response = Box::pin(handlers::respond(Arc::clone(&self.ctx), endpoint, request));
-        let polled = {
-            // Tokio resources polled here must find the runtime.
-            let _runtime = self.runtime.enter();
-            let mut cx = std::task::Context::from_waker(Waker::noop());
-            response.as_mut().poll(&mut cx)
-        };
-        match polled {
-            Poll::Ready(frame) => self.reply_sockets.send(Reply {
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        match response.as_mut().poll(&mut cx) {
+            Poll::Ready(frame) => self.links.send(Reply {
                 address: reply_to,
                 frame,
                 slot,
             }),
             Poll::Pending => {
-                // Continue on the runtime; it polls the task at once, with a
-                // real waker, so no wake-up is lost.
-                let replies = self.ctx.replies.clone();
-                self.runtime.spawn(async move {
+                // Continue as a task of its own; the runtime polls it at
+                // once, with a real waker, so no wake-up is lost.
+                let links = Arc::clone(&self.links);
+                tokio::spawn(async move {
                     let frame = response.await;
-                    replies.send(Reply {
+                    links.send(Reply {
                         address: reply_to,
                         frame,
                         slot,

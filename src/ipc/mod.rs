@@ -1,11 +1,13 @@
-//! The ZeroMQ IPC front: Cloudburst's cache protocol plus AFT's transaction
-//! endpoints (docs/PROTOCOL.md), served to the executors of this node.
+//! The IPC front: Cloudburst's cache protocol plus AFT's transaction
+//! endpoints (docs/PROTOCOL.md), served to the executors of this node over
+//! ZeroMQ's wire protocol on Unix sockets.
 //!
-//! One IPC thread owns every socket (libzmq sockets are not thread-safe):
-//! the six PULL endpoints and the outbound PUSH sockets (`front.rs`,
-//! `reply.rs`). It runs each request's handler (`handlers/`) once inline;
-//! handlers that must wait continue on the tokio runtime and send their
-//! reply back to the IPC thread over a channel.
+//! Executors keep using libzmq (PUSH requests to the six endpoints, PULL
+//! for replies); this side speaks ZMTP itself (`zmtp.rs`) on the tokio
+//! runtime: a task per executor connection reads a request, runs its
+//! handler (`handlers/`) once inline, and queues the reply on the
+//! connection to the executor's reply address (`reply.rs`). Handlers that
+//! must wait continue as tasks of their own (`front.rs`).
 
 mod address;
 mod error;
@@ -13,24 +15,24 @@ mod front;
 mod handlers;
 mod reply;
 pub mod request;
+mod zmtp;
 
 pub use address::{AddressError, AddressPolicy};
 pub use error::IpcError;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::metrics::Metrics;
 use crate::txn::Engine;
 use front::Front;
 use handlers::Context;
-use reply::{reply_channel, PendingReplies, ReplySockets};
+use reply::{PendingReplies, ReplyLinks};
 use request::Endpoint;
 
 /// Settings of the IPC front.
@@ -42,11 +44,11 @@ pub struct IpcConfig {
     pub client_ipc_dir: String,
     /// Whether `tcp://` reply addresses are accepted.
     pub allow_tcp_replies: bool,
-    /// Most outbound reply sockets kept open (least recently used are closed).
+    /// Most outbound reply connections kept open (least recently used are closed).
     pub max_reply_sockets: usize,
     /// Most replies owed to one client at once; more requests are refused.
     pub max_pending_per_client: usize,
-    /// Largest request frame accepted (bigger ones are dropped by ZeroMQ).
+    /// Largest request frame accepted (a bigger one closes its connection).
     pub max_request_bytes: usize,
     /// Permission bits of the socket files (e.g. 0o660).
     pub socket_mode: u32,
@@ -75,14 +77,14 @@ impl Default for IpcConfig {
 
 /// A running IPC front. [`IpcServer::shutdown`] stops it gracefully.
 pub struct IpcServer {
-    stop: Arc<AtomicBool>,
-    grace_ms: Arc<AtomicU64>,
-    front: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+    pending: Arc<PendingReplies>,
+    links: Arc<ReplyLinks>,
     socket_files: Vec<PathBuf>,
 }
 
 impl IpcServer {
-    /// Binds every endpoint in `config.ipc_dir` and starts serving.
+    /// Binds every endpoint in `config.ipc_dir` and starts serving on `runtime`.
     ///
     /// Fails with one clear error when the directory is unusable, is
     /// world-writable (unless allowed), or another live process already
@@ -95,24 +97,19 @@ impl IpcServer {
     ) -> Result<IpcServer, IpcError> {
         let dir = &config.ipc_dir;
         prepare_directory(dir, config.allow_world_writable_dir)?;
-        let context = zmq::Context::new();
-        let mut sockets = Vec::new();
+        let _runtime = runtime.enter();
+        let mut listeners = Vec::new();
         let mut socket_files = Vec::new();
         for endpoint in Endpoint::ALL {
             let path = dir.join(endpoint.name());
             ensure_not_in_use(&path)?;
-            let address = format!("ipc://{}", path.display());
-            let zmq_err = |source| IpcError::Zmq {
-                endpoint: address.clone(),
-                source,
+            let bind_error = |e: std::io::Error| IpcError::Bind {
+                path: path.clone(),
+                source: e,
             };
-            let socket = context.socket(zmq::PULL).map_err(zmq_err)?;
-            socket
-                .set_maxmsgsize(i64::try_from(config.max_request_bytes).unwrap_or(i64::MAX))
-                .map_err(zmq_err)?;
-            socket.set_rcvhwm(10_000).map_err(zmq_err)?;
-            socket.set_linger(0).map_err(zmq_err)?;
-            socket.bind(&address).map_err(zmq_err)?;
+            let listener = std::os::unix::net::UnixListener::bind(&path).map_err(bind_error)?;
+            listener.set_nonblocking(true).map_err(bind_error)?;
+            let listener = tokio::net::UnixListener::from_std(listener).map_err(bind_error)?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(config.socket_mode))
                 .map_err(|e| IpcError::Directory {
                     path: path.clone(),
@@ -127,57 +124,31 @@ impl IpcServer {
                 })?;
             }
             socket_files.push(path);
-            sockets.push((endpoint, socket));
+            listeners.push((endpoint, listener));
         }
-        static SERVERS: AtomicU64 = AtomicU64::new(0);
-        let wake_address = format!(
-            "inproc://aft-ipc-wake-{}",
-            SERVERS.fetch_add(1, Ordering::Relaxed)
-        );
-        let zmq_err = |source| IpcError::Zmq {
-            endpoint: wake_address.clone(),
-            source,
-        };
-        let wake = context.socket(zmq::PULL).map_err(zmq_err)?;
-        wake.bind(&wake_address).map_err(zmq_err)?;
-        let waker = context.socket(zmq::PUSH).map_err(zmq_err)?;
-        waker.connect(&wake_address).map_err(zmq_err)?;
-        let (replies, reply_rx) = reply_channel(waker);
+        let stop = CancellationToken::new();
         let pending = PendingReplies::new(config.max_pending_per_client);
-        let stop = Arc::new(AtomicBool::new(false));
-        let grace_ms = Arc::new(AtomicU64::new(0));
-        let front = Front {
-            sockets,
-            wake,
-            replies: reply_rx,
-            reply_sockets: ReplySockets::new(
-                context.clone(),
-                config.max_reply_sockets,
-                metrics.clone(),
-            ),
+        let links = ReplyLinks::new(config.max_reply_sockets, metrics.clone());
+        let front = Arc::new(Front {
             policy: AddressPolicy {
                 ipc_dir: dir.display().to_string(),
                 client_ipc_dir: config.client_ipc_dir.clone(),
                 allow_tcp: config.allow_tcp_replies,
             },
-            pending,
-            ctx: Arc::new(Context::new(engine, replies, metrics)),
-            runtime,
-            stop: Arc::clone(&stop),
-            grace_ms: Arc::clone(&grace_ms),
-        };
-        let front = std::thread::Builder::new()
-            .name("aft-ipc".into())
-            .spawn(move || front.run())
-            .map_err(|source| IpcError::Thread {
-                name: "IPC",
-                source,
-            })?;
+            pending: Arc::clone(&pending),
+            ctx: Arc::new(Context::new(engine, metrics)),
+            links: Arc::clone(&links),
+            max_request_bytes: config.max_request_bytes,
+            stop: stop.clone(),
+        });
+        for (endpoint, listener) in listeners {
+            runtime.spawn(Arc::clone(&front).serve_endpoint(endpoint, listener));
+        }
         info!(dir = %dir.display(), "IPC endpoints bound");
         Ok(IpcServer {
             stop,
-            grace_ms,
-            front: Some(front),
+            pending,
+            links,
             socket_files,
         })
     }
@@ -189,14 +160,18 @@ impl IpcServer {
 
     /// Stops accepting requests, lets in-flight requests finish (up to
     /// `grace`), flushes their replies, and removes the socket files.
-    pub fn shutdown(mut self, grace: Duration) {
-        self.grace_ms.store(
-            u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Release,
-        );
-        self.stop.store(true, Ordering::Release);
-        if let Some(front) = self.front.take() {
-            let _ = front.join();
+    /// Call it from outside the runtime (it waits).
+    pub fn shutdown(self, grace: Duration) {
+        self.stop.cancel();
+        let deadline = Instant::now() + grace;
+        while self.pending.in_flight() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Every reply is queued now: let the connections write them out.
+        let flushing = self.links.close_all();
+        let flushed_by = Instant::now() + Duration::from_millis(500);
+        while flushing.iter().any(|t| !t.is_finished()) && Instant::now() < flushed_by {
+            std::thread::sleep(Duration::from_millis(2));
         }
         for path in &self.socket_files {
             let _ = std::fs::remove_file(path);

@@ -1,28 +1,40 @@
-//! Replies: per-client pending-reply accounting, the outbound PUSH sockets
-//! (owned by the IPC thread), and the channel that brings replies of
-//! requests finished on the async runtime back to that thread.
+//! Replies: per-client pending-reply accounting, and the outbound ZMTP PUSH
+//! connections replies travel over.
 //!
-//! Sockets are cached per address in an LRU of bounded size, so a churn of
-//! executors cannot grow memory without limit. Sends never block: a client
-//! that does not read its replies fills its socket's high-water mark and
-//! further replies to it are dropped and counted, while everyone else is
-//! served.
+//! One connection per reply address, opened on first use by its own task
+//! (which batches whatever is queued into one write) and kept in an LRU of
+//! bounded size, so a churn of executors cannot grow memory without limit.
+//! Sends never block: a client that does not read its replies fills its
+//! connection's queue and further replies to it are dropped and counted,
+//! while everyone else is served.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use bytes::Bytes;
+use futures_util::SinkExt;
 use lru::LruCache;
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedWrite;
 use tracing::{debug, warn};
 
+use super::zmtp::{self, FrameCodec, SocketType};
 use crate::metrics::Metrics;
 
-/// Per-socket queue bound (messages) before replies to that client are dropped.
-const SEND_HIGH_WATER_MARK: i32 = 1000;
-/// How long a closed socket may still flush queued replies.
-const LINGER_MS: i32 = 500;
+/// Per-connection queue bound (messages) before replies to that client are dropped.
+const SEND_HIGH_WATER_MARK: usize = 1000;
+/// How long a reply address may stay unreachable (the client binds it
+/// late, or went away) before queued replies to it are dropped.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(1);
+/// Pause between connection attempts.
+const CONNECT_RETRY: Duration = Duration::from_millis(20);
+/// How long the ZMTP handshake with a client may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counts replies owed to each client, to cap what one client can have in flight.
 #[derive(Debug, Default)]
@@ -55,11 +67,14 @@ impl PendingReplies {
     /// Takes a slot for `address`, or `None` if the client is over its limit.
     pub fn enter(self: &Arc<Self>, address: &str) -> Option<PendingSlot> {
         let mut counts = self.counts.lock();
-        let count = counts.entry(address.to_string()).or_insert(0);
-        if *count >= self.limit {
-            return None;
+        if let Some(count) = counts.get_mut(address) {
+            if *count >= self.limit {
+                return None;
+            }
+            *count += 1;
+        } else {
+            counts.insert(address.to_string(), 1);
         }
-        *count += 1;
         Some(PendingSlot {
             owner: Arc::clone(self),
             address: address.to_string(),
@@ -86,94 +101,149 @@ pub struct Reply {
     pub address: String,
     /// The single frame.
     pub frame: Vec<u8>,
-    /// The pending-reply slot this reply releases once sent.
+    /// The pending-reply slot this reply releases once queued.
     pub slot: Option<PendingSlot>,
 }
 
-/// A cheap, cloneable handle that hands a finished reply to the IPC thread.
-#[derive(Clone)]
-pub struct ReplySender {
-    tx: Sender<Reply>,
-    /// Wakes the IPC thread's poll. Guarded by a mutex: the socket is used
-    /// from many runtime threads, one at a time (the barrier libzmq needs).
-    wake: Arc<Mutex<zmq::Socket>>,
-}
-
-impl ReplySender {
-    /// Queues a reply (never blocks) and wakes the IPC thread.
-    pub fn send(&self, reply: Reply) {
-        if self.tx.send(reply).is_err() {
-            debug!("reply dropped: the IPC thread has stopped");
-            return;
-        }
-        let _ = self.wake.lock().send(&[][..], zmq::DONTWAIT);
-    }
-}
-
-/// The channel of replies finished elsewhere, and how to wake its reader.
-pub fn reply_channel(wake: zmq::Socket) -> (ReplySender, Receiver<Reply>) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    (
-        ReplySender {
-            tx,
-            wake: Arc::new(Mutex::new(wake)),
-        },
-        rx,
-    )
-}
-
-/// The outbound PUSH sockets, one per reply address (LRU-bounded).
-pub struct ReplySockets {
-    context: zmq::Context,
-    sockets: LruCache<String, zmq::Socket>,
+/// The outbound connections, one per reply address (LRU-bounded).
+pub struct ReplyLinks {
+    links: Mutex<LruCache<String, mpsc::Sender<Bytes>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     metrics: Metrics,
 }
 
-impl ReplySockets {
-    /// At most `max_sockets` open sockets.
-    pub fn new(context: zmq::Context, max_sockets: usize, metrics: Metrics) -> Self {
-        let capacity = NonZeroUsize::new(max_sockets.max(1)).unwrap_or(NonZeroUsize::MIN);
-        ReplySockets {
-            context,
-            sockets: LruCache::new(capacity),
+impl ReplyLinks {
+    /// At most `max_links` open connections.
+    pub fn new(max_links: usize, metrics: Metrics) -> Arc<Self> {
+        let capacity = NonZeroUsize::new(max_links.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Arc::new(ReplyLinks {
+            links: Mutex::new(LruCache::new(capacity)),
+            tasks: Mutex::new(Vec::new()),
             metrics,
-        }
+        })
     }
 
-    /// Sends one reply (connecting to its address first if needed); never blocks.
-    pub fn send(&mut self, reply: Reply) {
+    /// Queues one reply (connecting to its address first if needed); never
+    /// blocks. Must be called on the runtime.
+    pub fn send(&self, reply: Reply) {
         let Reply {
             address,
             frame,
             slot,
         } = reply;
-        if !self.sockets.contains(&address) {
-            match connect(&self.context, &address) {
-                Ok(socket) => {
-                    self.sockets.put(address.clone(), socket);
-                }
-                Err(e) => {
-                    self.metrics.reject("reply_connect_failed");
-                    warn!(address = %address, error = %e, "cannot connect to reply address");
-                    return;
+        let queue = {
+            let mut links = self.links.lock();
+            match links.get(&address) {
+                Some(queue) if !queue.is_closed() => queue.clone(),
+                _ => {
+                    let (tx, rx) = mpsc::channel(SEND_HIGH_WATER_MARK);
+                    let task = tokio::spawn(run_link(address.clone(), rx, self.metrics.clone()));
+                    let mut tasks = self.tasks.lock();
+                    tasks.retain(|t| !t.is_finished());
+                    tasks.push(task);
+                    // Evicting the least recently used link drops its queue's
+                    // sender: it writes what it holds, then closes.
+                    links.put(address.clone(), tx.clone());
+                    tx
                 }
             }
-        }
-        if let Some(socket) = self.sockets.get(&address) {
-            if let Err(e) = socket.send(&frame, zmq::DONTWAIT) {
-                self.metrics.reject("reply_dropped");
-                debug!(address = %address, error = %e, "reply dropped (client not reading?)");
-            }
+        };
+        if let Err(e) = queue.try_send(Bytes::from(frame)) {
+            self.metrics.reject("reply_dropped");
+            debug!(address = %address, error = %e, "reply dropped (client not reading?)");
         }
         // The reply is on its way (or dropped): the client's slot is free again.
         drop(slot);
     }
+
+    /// Closes every connection once what it holds is written; returns the
+    /// tasks doing that (to wait for them).
+    pub fn close_all(&self) -> Vec<JoinHandle<()>> {
+        self.links.lock().clear();
+        std::mem::take(&mut *self.tasks.lock())
+    }
 }
 
-fn connect(context: &zmq::Context, address: &str) -> Result<zmq::Socket, zmq::Error> {
-    let socket = context.socket(zmq::PUSH)?;
-    socket.set_linger(LINGER_MS)?;
-    socket.set_sndhwm(SEND_HIGH_WATER_MARK)?;
-    socket.connect(address)?;
-    Ok(socket)
+/// A bidirectional byte stream (a Unix or TCP connection).
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// Connects to a reply address (`ipc://PATH` or `tcp://HOST:PORT`).
+async fn connect(address: &str) -> std::io::Result<Box<dyn Duplex>> {
+    if let Some(path) = address.strip_prefix("ipc://") {
+        return Ok(Box::new(tokio::net::UnixStream::connect(path).await?));
+    }
+    if let Some(hostport) = address.strip_prefix("tcp://") {
+        let stream = tokio::net::TcpStream::connect(hostport).await?;
+        stream.set_nodelay(true)?;
+        return Ok(Box::new(stream));
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "unsupported transport",
+    ))
+}
+
+/// Connects and shakes hands as a PUSH socket, retrying while the address
+/// is not yet reachable (within [`CONNECT_PATIENCE`]).
+async fn open(address: &str) -> Result<Box<dyn Duplex>, String> {
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut stream = loop {
+        match connect(address).await {
+            Ok(stream) => break stream,
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.to_string()),
+            Err(_) => tokio::time::sleep(CONNECT_RETRY).await,
+        }
+    };
+    match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        zmtp::handshake(&mut stream, SocketType::Push, false),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(stream),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("handshake timed out".into()),
+    }
+}
+
+/// One reply connection: opens it, then writes what is queued for it,
+/// batching whatever is waiting into one write, until its queue closes.
+async fn run_link(address: String, mut queue: mpsc::Receiver<Bytes>, metrics: Metrics) {
+    let stream = match open(&address).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            metrics.reject("reply_connect_failed");
+            warn!(address = %address, error = %e, "cannot connect to reply address");
+            queue.close();
+            while queue.try_recv().is_ok() {
+                metrics.reject("reply_dropped");
+            }
+            return;
+        }
+    };
+    let mut sink = FramedWrite::new(stream, FrameCodec::new(usize::MAX));
+    while let Some(frame) = queue.recv().await {
+        let mut written = sink.feed(frame).await;
+        while written.is_ok() {
+            match queue.try_recv() {
+                Ok(frame) => written = sink.feed(frame).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = written {
+            debug!(address = %address, error = %e, "reply connection failed");
+            break;
+        }
+        if let Err(e) = SinkExt::<Bytes>::flush(&mut sink).await {
+            debug!(address = %address, error = %e, "reply connection failed");
+            break;
+        }
+    }
+    // Whatever is still queued cannot be delivered on this connection; the
+    // next reply to this address opens a new one.
+    queue.close();
+    while queue.try_recv().is_ok() {
+        metrics.reject("reply_dropped");
+    }
 }

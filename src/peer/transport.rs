@@ -117,10 +117,7 @@ impl Transport {
         runtime: tokio::runtime::Handle,
     ) -> Result<Transport, PeerError> {
         let std_listener = std::net::TcpListener::bind(&config.bind).map_err(|e| {
-            PeerError::Transport(format!(
-                "cannot bind peer endpoint `{}`: {e}",
-                config.bind
-            ))
+            PeerError::Transport(format!("cannot bind peer endpoint `{}`: {e}", config.bind))
         })?;
         std_listener
             .set_nonblocking(true)
@@ -287,8 +284,7 @@ async fn run_link(inner: Arc<Inner>, node: String, mut queue: mpsc::Receiver<Byt
                 None => return,
             },
         };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
-            .await
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {

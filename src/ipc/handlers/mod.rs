@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use prost::Message;
 
-use super::reply::ReplySender;
 use super::request::{Endpoint, Request};
 use crate::metrics::{EndpointLabels, Metrics};
 use crate::proto::aft::{TransactionStatus, TransactionTag};
@@ -25,8 +24,6 @@ use prometheus_client::metrics::histogram::Histogram;
 pub struct Context {
     /// The engine.
     pub engine: Arc<Engine>,
-    /// Where replies go.
-    pub replies: ReplySender,
     /// Metrics.
     pub metrics: Metrics,
     /// Each endpoint's latency histogram, resolved once (in `Endpoint::ALL` order).
@@ -35,7 +32,7 @@ pub struct Context {
 
 impl Context {
     /// A context for handlers.
-    pub fn new(engine: Arc<Engine>, replies: ReplySender, metrics: Metrics) -> Self {
+    pub fn new(engine: Arc<Engine>, metrics: Metrics) -> Self {
         let latency = Endpoint::ALL
             .iter()
             .map(|e| {
@@ -49,7 +46,6 @@ impl Context {
             .collect();
         Context {
             engine,
-            replies,
             metrics,
             latency,
         }
