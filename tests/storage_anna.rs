@@ -55,6 +55,7 @@ conformance!(
     prefix_scan_escapes_globs,
     lww_merge_keeps_newest,
     put_many_if_absent_is_guarded,
+    guarded_batch_with_merges,
 );
 
 conformance!(

@@ -62,6 +62,7 @@ conformance!(
     lww_merge_keeps_newest,
     put_if_absent_writes_once,
     put_many_if_absent_is_guarded,
+    guarded_batch_with_merges,
 );
 
 conformance!(
@@ -76,6 +77,7 @@ conformance!(
     lww_merge_keeps_newest,
     put_if_absent_writes_once,
     put_many_if_absent_is_guarded,
+    guarded_batch_with_merges,
 );
 
 conformance!(
@@ -90,6 +92,7 @@ conformance!(
     lww_merge_keeps_newest,
     put_if_absent_writes_once,
     put_many_if_absent_is_guarded,
+    guarded_batch_with_merges,
 );
 
 /// The whole suite on one real 3-master cluster (starting one costs ~1 s).

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::lww::lww_should_replace;
-use super::{Entry, Storage, StorageError, StorageOptions};
+use super::{Entry, LwwMerge, Storage, StorageError, StorageOptions};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const FILE_NAME: &str = "aft.redb";
@@ -354,6 +354,55 @@ impl Storage for EmbeddedStorage {
         Ok(wrote.load(std::sync::atomic::Ordering::Acquire))
     }
 
+    async fn put_many_if_absent_and_merge(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+        merges: &[LwwMerge],
+    ) -> Result<bool, StorageError> {
+        let mut bytes = 0;
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+            bytes += value.len();
+        }
+        for (_, _, value) in merges {
+            self.options.check_value_size(value.len())?;
+            bytes += value.len();
+        }
+        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
+            return Err(StorageError::backend(
+                "put_many_if_absent_and_merge",
+                "the guard key is not among the entries",
+            ));
+        }
+        let (guard, entries, merges) = (guard.to_vec(), entries.to_vec(), merges.to_vec());
+        let wrote = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&wrote);
+        // One write transaction: the guard check, the inserts and the merges
+        // are atomic together.
+        self.write("put_many_if_absent_and_merge", bytes, move |t| {
+            let absent = t.get(guard.as_slice())?.is_none();
+            if absent {
+                for (k, v) in &entries {
+                    t.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, timestamp, v) in &merges {
+                    let replace = {
+                        let current = t.get(k.as_slice())?;
+                        lww_should_replace(current.as_ref().map(|v| v.value()), *timestamp)
+                    };
+                    if replace {
+                        t.insert(k.as_slice(), v.as_slice())?;
+                    }
+                }
+            }
+            flag.store(absent, std::sync::atomic::Ordering::Release);
+            Ok(())
+        })
+        .await?;
+        Ok(wrote.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.read("ping", |_| Ok(())).await
     }
@@ -364,6 +413,10 @@ impl Storage for EmbeddedStorage {
     }
 
     fn atomic_batches(&self) -> bool {
+        true
+    }
+
+    fn atomic_publication(&self) -> bool {
         true
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::lww::lww_should_replace;
-use super::{Entry, Storage, StorageError, StorageOptions};
+use super::{Entry, LwwMerge, Storage, StorageError, StorageOptions};
 
 /// A `BTreeMap` behind a mutex (held for in-memory work only). Clones share the map.
 #[derive(Clone, Default)]
@@ -145,6 +145,39 @@ impl Storage for MemoryStorage {
         Ok(true)
     }
 
+    async fn put_many_if_absent_and_merge(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+        merges: &[LwwMerge],
+    ) -> Result<bool, StorageError> {
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+        }
+        for (_, _, value) in merges {
+            self.options.check_value_size(value.len())?;
+        }
+        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
+            return Err(StorageError::backend(
+                "put_many_if_absent_and_merge",
+                "the guard key is not among the entries",
+            ));
+        }
+        let mut map = self.map.lock();
+        if map.contains_key(guard) {
+            return Ok(false);
+        }
+        for (k, v) in entries {
+            map.insert(k.clone(), v.clone());
+        }
+        for (k, timestamp, v) in merges {
+            if lww_should_replace(map.get(k).map(Vec::as_slice), *timestamp) {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(true)
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
     }
@@ -154,6 +187,10 @@ impl Storage for MemoryStorage {
     }
 
     fn atomic_batches(&self) -> bool {
+        true
+    }
+
+    fn atomic_publication(&self) -> bool {
         true
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Entry, Storage, StorageError};
+use super::{Entry, LwwMerge, Storage, StorageError};
 use crate::metrics::Metrics;
 
 /// Counts the calls and bytes of the store it wraps.
@@ -120,8 +120,30 @@ impl Storage for Metered {
         self.inner.put_many_if_absent(guard, entries).await
     }
 
+    async fn put_many_if_absent_and_merge(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+        merges: &[LwwMerge],
+    ) -> Result<bool, StorageError> {
+        self.call(
+            entry_bytes(entries)
+                + merges
+                    .iter()
+                    .map(|(k, _, v)| k.len() + v.len())
+                    .sum::<usize>(),
+        );
+        self.inner
+            .put_many_if_absent_and_merge(guard, entries, merges)
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.inner.ping().await
+    }
+
+    fn atomic_publication(&self) -> bool {
+        self.inner.atomic_publication()
     }
 
     fn snapshot_reads(&self) -> bool {

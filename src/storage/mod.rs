@@ -33,6 +33,9 @@ use async_trait::async_trait;
 /// A key-value entry.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// A last-writer-wins merge: key, timestamp, serialized `LWWValue`.
+pub type LwwMerge = (Vec<u8>, u64, Vec<u8>);
+
 /// An async key-value store with batched operations and prefix scans.
 ///
 /// Guarantees every backend gives:
@@ -128,6 +131,25 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         self.put_if_absent(guard, guard_value).await
     }
 
+    /// [`Storage::put_many_if_absent`], then, only if it wrote, the LWW
+    /// merges `merges` (as [`Storage::merge_lww_many`]). Where
+    /// [`Storage::atomic_publication`] holds, the whole of it is one atomic
+    /// step in one round trip (a commit's record, data and publication to
+    /// plain keys land together or not at all); the default runs the two
+    /// one after the other.
+    async fn put_many_if_absent_and_merge(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+        merges: &[LwwMerge],
+    ) -> Result<bool, StorageError> {
+        let wrote = self.put_many_if_absent(guard, entries).await?;
+        if wrote && !merges.is_empty() {
+            self.merge_lww_many(merges).await?;
+        }
+        Ok(wrote)
+    }
+
     /// Checks that the backend answers (used at start-up and by health checks).
     async fn ping(&self) -> Result<(), StorageError>;
 
@@ -140,6 +162,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Whether `put_many` is all-or-nothing (then a commit writes its data
     /// and its commit record in one round trip). Default: no.
     fn atomic_batches(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Storage::put_many_if_absent_and_merge`] is one atomic step
+    /// (then a commit publishes its values to their plain keys with its
+    /// record, and needs no publication intent). Default: no.
+    fn atomic_publication(&self) -> bool {
         false
     }
 

@@ -9,15 +9,16 @@ use redis::{AsyncCommands, RedisError, Script};
 
 use super::{StorageError, StorageOptions};
 
-/// Atomic LWW merge on the server: keep the stored value when it is an
-/// `LWWValue` whose timestamp (protobuf field 1, varint) is >= ARGV[1].
-///
-/// KEYS[1] = key; ARGV[1] = incoming timestamp; ARGV[2] = serialized LWWValue.
-/// Timestamps are compared as Lua numbers (doubles): exact up to 2^53, which
-/// microsecond timestamps stay far below.
-pub(crate) const MERGE_LWW_SCRIPT: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur then
+/// Lua: `keeps(cur, incoming)`, whether the stored value `cur` (a string,
+/// or false for a missing key) is an `LWWValue` whose timestamp (protobuf
+/// field 1, varint) is >= `incoming`. A value that does not parse as an
+/// `LWWValue` does not keep. Timestamps are compared as Lua numbers
+/// (doubles): exact up to 2^53, which microsecond timestamps stay far below.
+macro_rules! lww_keeps_lua {
+    () => {
+        r#"
+local function keeps(cur, incoming)
+  if not cur then return false end
   local ts = nil
   local i = 1
   local n = #cur
@@ -32,31 +33,65 @@ if cur then
     end
     return nil
   end
-  local ok = true
-  while ok and i <= n do
+  while i <= n do
     local tag = varint()
-    if tag == nil then ok = false break end
+    if tag == nil then return false end
     local field, wire = math.floor(tag / 8), tag % 8
     if wire == 0 then
       local v = varint()
-      if v == nil then ok = false break end
+      if v == nil then return false end
       if field == 1 then ts = v end
     elseif wire == 2 then
       local len = varint()
-      if len == nil or i + len - 1 > n then ok = false break end
+      if len == nil or i + len - 1 > n then return false end
       i = i + len
     else
-      ok = false
+      return false
     end
   end
-  if ok then
-    if ts == nil then ts = 0 end
-    if ts >= tonumber(ARGV[1]) then return 0 end
-  end
+  if ts == nil then ts = 0 end
+  return ts >= incoming
 end
+"#
+    };
+}
+
+/// Atomic LWW merge on the server: keep the stored value when it is an
+/// `LWWValue` whose timestamp is >= ARGV[1].
+///
+/// KEYS[1] = key; ARGV[1] = incoming timestamp; ARGV[2] = serialized LWWValue.
+pub(crate) const MERGE_LWW_SCRIPT: &str = concat!(
+    lww_keeps_lua!(),
+    r#"
+if keeps(redis.call('GET', KEYS[1]), tonumber(ARGV[1])) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
-"#;
+"#
+);
+
+/// A commit in one atomic step: if KEYS[1] (the guard) exists, nothing and
+/// 0; otherwise SET the first ARGV[1] keys to their values, then LWW-merge
+/// the remaining keys, and 1.
+///
+/// KEYS[1..n] = entries, guard first; KEYS[n+1..] = merge keys.
+/// ARGV[1] = n; ARGV[1+i] = the value of KEYS[i]; then, per merge key in
+/// order, its timestamp and its serialized LWWValue.
+pub(crate) const PUT_MANY_IF_ABSENT_AND_MERGE_SCRIPT: &str = concat!(
+    lww_keeps_lua!(),
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[1])
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[1 + i]) end
+local a = n + 2
+for j = n + 1, #KEYS do
+  if not keeps(redis.call('GET', KEYS[j]), tonumber(ARGV[a])) then
+    redis.call('SET', KEYS[j], ARGV[a + 1])
+  end
+  a = a + 2
+end
+return 1
+"#
+);
 
 /// Guarded batch write on the server: if KEYS[1] (the guard) exists, write
 /// nothing and return 0; otherwise SET every KEYS[i] to ARGV[i] and return 1.

@@ -10,10 +10,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::redis_common::{
-    scan_pattern, with_timeout, KeyOps, CHUNK, MERGE_LWW_SCRIPT, PUT_MANY_IF_ABSENT_SCRIPT,
+    scan_pattern, with_timeout, KeyOps, CHUNK, MERGE_LWW_SCRIPT,
+    PUT_MANY_IF_ABSENT_AND_MERGE_SCRIPT, PUT_MANY_IF_ABSENT_SCRIPT,
 };
 use super::url::redact;
-use super::{Entry, Storage, StorageError, StorageOptions};
+use super::{Entry, LwwMerge, Storage, StorageError, StorageOptions};
 
 /// A Redis server as storage. Cheap to clone (the connection is shared).
 #[derive(Clone)]
@@ -266,7 +267,60 @@ impl Storage for RedisStorage {
         Ok(wrote == 1)
     }
 
+    /// One `EVAL`: the guard check, every write and every merge are one
+    /// atomic step.
+    async fn put_many_if_absent_and_merge(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+        merges: &[LwwMerge],
+    ) -> Result<bool, StorageError> {
+        for (_, value) in entries {
+            self.options.check_value_size(value.len())?;
+        }
+        for (_, _, value) in merges {
+            self.options.check_value_size(value.len())?;
+        }
+        let Some(guard_entry) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
+            return Err(StorageError::backend(
+                "put_many_if_absent_and_merge",
+                "the guard key is not among the entries",
+            ));
+        };
+        let ordered: Vec<&Entry> = std::iter::once(guard_entry)
+            .chain(entries.iter().filter(|(k, _)| k.as_slice() != guard))
+            .collect();
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(PUT_MANY_IF_ABSENT_AND_MERGE_SCRIPT)
+            .arg(ordered.len() + merges.len());
+        for (key, _) in &ordered {
+            eval.arg(key);
+        }
+        for (key, _, _) in merges {
+            eval.arg(key);
+        }
+        eval.arg(ordered.len());
+        for (_, value) in &ordered {
+            eval.arg(value);
+        }
+        for (_, timestamp, value) in merges {
+            eval.arg(*timestamp).arg(value);
+        }
+        let mut conn = self.conn.clone();
+        let wrote: i64 = with_timeout(
+            "put_many_if_absent_and_merge",
+            self.options.call_timeout,
+            eval.query_async(&mut conn),
+        )
+        .await?;
+        Ok(wrote == 1)
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.ops().ping().await
+    }
+
+    fn atomic_publication(&self) -> bool {
+        true
     }
 }

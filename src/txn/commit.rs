@@ -119,6 +119,8 @@ impl fmt::Display for AbortReason {
 /// A commit that reached its commit point: what steps 3 and 4 need.
 struct Durable {
     meta: CommitMeta,
+    /// Whether the write set reached its plain keys with the record.
+    published: bool,
     /// The participants' writes that came with their votes (written here).
     shipped: BTreeMap<String, Bytes>,
     /// Whether the key markers are already in storage.
@@ -275,7 +277,7 @@ impl Engine {
             .reach_commit_point(tid, timestamp, &plan, started)
             .await
         {
-            Ok(Some(durable)) => self.install_and_announce(tid, &plan, durable).await,
+            Ok(Some(durable)) => self.install_and_announce(&plan, durable),
             Ok(None) => {
                 // Nothing written anywhere: commits trivially, no record needed.
                 let meta = CommitMeta {
@@ -343,10 +345,12 @@ impl Engine {
                         // from their data keys by the publication.
                         let durable = Durable {
                             meta,
+                            // Publishing again is harmless (LWW merges).
+                            published: false,
                             shipped: BTreeMap::new(),
                             markers_written: false,
                         };
-                        let outcome = engine.install_and_announce(&tid, &plan, durable).await;
+                        let outcome = engine.install_and_announce(&plan, durable);
                         engine.finish(&tid, outcome);
                         return;
                     }
@@ -406,6 +410,7 @@ impl Engine {
                 .await
                 .map_err(|why| failed(AbortReason::Inconsistent(why)))?;
         }
+        let remote_keys_persisted = remote_keys.len();
         write_set.extend(remote_keys);
         write_set.sort();
         write_set.dedup();
@@ -430,10 +435,31 @@ impl Engine {
         for (key, value) in plan.local.iter().chain(&shipped) {
             entries.push((data_key_for_tid(tid, key), value.to_vec()));
         }
-        entries.push((
-            intent_key(tid),
-            encode_intent(&self.config.node_address, self.clock.wall_micros()),
-        ));
+        // Where the store applies a commit's record, data and LWW merges in
+        // one atomic step, and every value is at hand (none persisted by a
+        // participant), the commit publishes its write set with its record:
+        // no intent, nothing left to do after the acknowledgement.
+        // Otherwise an intent goes with the data and publication follows.
+        let publish_now = self.storage.atomic_publication()
+            && self.storage.atomic_batches()
+            && remote_keys_persisted == 0;
+        let merges = if publish_now {
+            let shipped_too =
+                self.config.regression != Some(super::Regression::UnpublishedParticipantWrites);
+            super::publish::plain_merges(
+                timestamp,
+                plan.local
+                    .iter()
+                    .chain(shipped.iter().filter(|_| shipped_too))
+                    .map(|(k, v)| (k.as_str(), v)),
+            )
+        } else {
+            entries.push((
+                intent_key(tid),
+                encode_intent(&self.config.node_address, self.clock.wall_micros()),
+            ));
+            Vec::new()
+        };
         // Step 3: the commit point, unless the commit has run so long that a
         // participant or a sweep may fence it any moment.
         let ignores_deadline =
@@ -444,10 +470,13 @@ impl Engine {
             return Err(failed(AbortReason::TooSlow(started.elapsed())));
         }
         self.failpoint("commit.before_data").await;
-        let markers_written = self.write_record(tid, &meta, entries, mine).await?;
+        let markers_written = self
+            .write_record(tid, &meta, entries, &merges, mine)
+            .await?;
         self.failpoint("commit.after_record").await;
         Ok(Some(Durable {
             meta,
+            published: publish_now,
             shipped,
             markers_written,
         }))
@@ -551,6 +580,7 @@ impl Engine {
         tid: &str,
         meta: &CommitMeta,
         mut entries: Vec<(Vec<u8>, Vec<u8>)>,
+        merges: &[crate::storage::LwwMerge],
         written: Vec<String>,
     ) -> Result<bool, Failed> {
         let record_key = commit_record_key(tid);
@@ -562,7 +592,13 @@ impl Engine {
         let record = encode_commit(meta, &self.config.node_address);
         let wrote = if atomic {
             entries.push((record_key.clone(), record));
-            self.storage.put_many_if_absent(&record_key, &entries).await
+            if merges.is_empty() {
+                self.storage.put_many_if_absent(&record_key, &entries).await
+            } else {
+                self.storage
+                    .put_many_if_absent_and_merge(&record_key, &entries, merges)
+                    .await
+            }
         } else {
             // Data first, the record last: a crash in between leaves data
             // without a record, which is never visible (and is swept).
@@ -630,16 +666,13 @@ impl Engine {
         }
     }
 
-    /// Step 4: installs the commit, tells participants, announces it, and
-    /// publishes the write set to its plain keys in the background.
-    async fn install_and_announce(
-        &self,
-        tid: &str,
-        plan: &CommitPlan,
-        durable: Durable,
-    ) -> Outcome {
+    /// Step 4: installs the commit, announces it (participants learn it from
+    /// that gossip), and publishes the write set to its plain keys in the
+    /// background unless it went with the record.
+    fn install_and_announce(&self, plan: &CommitPlan, durable: Durable) -> Outcome {
         let Durable {
             meta,
+            published,
             shipped,
             markers_written,
         } = durable;
@@ -656,19 +689,20 @@ impl Engine {
                 Some(value.clone()),
             );
         }
-        // Participants learn the decision off the executor's path: it only
-        // releases their buffers (a missed one is settled by gossip, the
-        // commit record and their decision timeout), so the ack need not
-        // wait for a peer round trip.
-        self.spawn_decide_participants(tid, plan, &meta);
+        // Participants learn the commit from its gossip, which every peer
+        // gets at once, and let go of the transaction then (a participant
+        // that misses it settles from the commit record at its decision
+        // timeout): no decision round trip, on the executor's path or off it.
         if let Some(feed) = self.commit_feed.get() {
             let _ = feed.send(meta.clone());
         }
-        self.spawn_publication(Publication {
-            meta: meta.clone(),
-            known,
-            markers_written,
-        });
+        if !published {
+            self.spawn_publication(Publication {
+                meta: meta.clone(),
+                known,
+                markers_written,
+            });
+        }
         Outcome::Committed {
             timestamp: meta.timestamp,
         }
@@ -733,26 +767,6 @@ impl Engine {
             }
         }
         Ok((written, reads, shipped))
-    }
-
-    /// [`Self::decide_participants`] for a commit, in the background.
-    fn spawn_decide_participants(&self, tid: &str, plan: &CommitPlan, meta: &CommitMeta) {
-        let Some(remote) = self.remote.get() else {
-            return;
-        };
-        for node in plan.participants.keys() {
-            let (remote, node, tid, meta) = (
-                Arc::clone(remote),
-                node.clone(),
-                tid.to_string(),
-                meta.clone(),
-            );
-            self.spawn_tied(async move {
-                if let Err(e) = remote.decide(&node, &tid, Some(&meta)).await {
-                    warn!(tid = %tid, peer = %node, error = %e, "could not deliver commit decision");
-                }
-            });
-        }
     }
 
     /// Tells every participant the outcome (best effort: a participant that

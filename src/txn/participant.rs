@@ -236,13 +236,28 @@ impl Engine {
     }
 
     /// Installs commits made on other nodes (from gossip, a decision, or a
-    /// commit record read from storage). Idempotent; returns how many were new.
+    /// commit record read from storage), and lets go of those this node
+    /// took part in (prepared here, now durable: every source above learns
+    /// a commit only after its record is). Idempotent; returns how many were new.
     pub fn learn_commits(&self, commits: &[CommitMeta]) -> usize {
         let mut new = 0;
         for meta in commits {
             self.clock.observe(meta.timestamp);
             if !meta.write_set.is_empty() && self.index.install(meta) {
                 new += 1;
+            }
+            let prepared_here = self
+                .txns
+                .lock()
+                .get(meta.tid.as_ref())
+                .is_some_and(|slot| matches!(slot.lock().phase, Phase::Prepared { .. }));
+            if prepared_here {
+                self.finish(
+                    &meta.tid,
+                    Outcome::Committed {
+                        timestamp: meta.timestamp,
+                    },
+                );
             }
         }
         new

@@ -24,7 +24,7 @@ use super::keys::{data_key_for_tid, intent_key, tid_of_intent_key, INTENT_PREFIX
 use super::record::Decision;
 use crate::meta::CommitMeta;
 use crate::proto::anna::LwwValue;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{LwwMerge, Storage, StorageError};
 
 /// A committed transaction whose write set must reach its plain keys.
 pub(crate) struct Publication {
@@ -160,6 +160,27 @@ impl Engine {
     }
 }
 
+/// The LWW merges that publish `values` (key, the `LWWValue` its writer
+/// sent) to their plain keys at the commit `timestamp`. A value that is not
+/// an `LWWValue` is skipped (puts refuse those).
+pub(crate) fn plain_merges<'a>(
+    timestamp: u64,
+    values: impl IntoIterator<Item = (&'a str, &'a Bytes)>,
+) -> Vec<LwwMerge> {
+    values
+        .into_iter()
+        .filter_map(|(key, payload)| {
+            let lww = LwwValue::decode(payload.as_ref()).ok()?;
+            let restamped = LwwValue {
+                timestamp,
+                value: lww.value,
+            }
+            .encode_to_vec();
+            Some((key.as_bytes().to_vec(), timestamp, restamped))
+        })
+        .collect()
+}
+
 /// Publishes `publication`: reads the values not at hand from their data
 /// keys (a missing one was superseded and collected: a newer commit
 /// publishes that key), writes the key markers if needed, merges every value
@@ -195,18 +216,7 @@ pub(crate) async fn publish(
     if !publication.markers_written {
         storage.put_many(&marker_entries(meta)).await?;
     }
-    let merges: Vec<(Vec<u8>, u64, Vec<u8>)> = values
-        .iter()
-        .filter_map(|(key, payload)| {
-            let lww = LwwValue::decode(payload.as_ref()).ok()?;
-            let restamped = LwwValue {
-                timestamp: meta.timestamp,
-                value: lww.value,
-            }
-            .encode_to_vec();
-            Some((key.as_bytes().to_vec(), meta.timestamp, restamped))
-        })
-        .collect();
+    let merges = plain_merges(meta.timestamp, values.iter().map(|(k, v)| (*k, v)));
     storage.merge_lww_many(&merges).await?;
     storage.delete(&intent_key(&meta.tid)).await?;
     Ok(merges.len())

@@ -29,6 +29,8 @@ pub enum Op {
     MergeLww(Vec<(Vec<u8>, u64, Vec<u8>)>),
     PutIfAbsent(Vec<u8>, Vec<u8>),
     PutManyIfAbsent(Vec<u8>, Vec<Entry>),
+    /// A commit in one atomic step: guarded entries, then LWW merges.
+    PutManyIfAbsentAndMerge(Vec<u8>, Vec<Entry>, Vec<(Vec<u8>, u64, Vec<u8>)>),
 }
 
 /// What an operation answers.
@@ -55,6 +57,7 @@ impl Op {
             Op::MergeLww(_) => "merge_lww",
             Op::PutIfAbsent(..) => "put_if_absent",
             Op::PutManyIfAbsent(..) => "put_many_if_absent",
+            Op::PutManyIfAbsentAndMerge(..) => "put_many_if_absent_and_merge",
         }
     }
 
@@ -66,13 +69,19 @@ impl Op {
     /// Bytes it carries (keys and values), for the per-DAG figures.
     pub fn bytes(&self) -> usize {
         let entries = |e: &[Entry]| e.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let merges = |m: &[(Vec<u8>, u64, Vec<u8>)]| {
+            m.iter()
+                .map(|(k, _, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+        };
         match self {
             Op::Get(k) | Op::Delete(k) | Op::Scan(k) => k.len(),
             Op::GetMany(ks) | Op::DeleteMany(ks) => ks.iter().map(Vec::len).sum(),
             Op::Put(k, v) | Op::PutIfAbsent(k, v) => k.len() + v.len(),
             Op::PutMany(e) => entries(e),
             Op::PutManyIfAbsent(g, e) => g.len() + entries(e),
-            Op::MergeLww(e) => e.iter().map(|(k, _, v)| k.len() + v.len() + 8).sum(),
+            Op::MergeLww(e) => merges(e),
+            Op::PutManyIfAbsentAndMerge(g, e, m) => g.len() + entries(e) + merges(m),
         }
     }
 
@@ -106,15 +115,7 @@ impl Op {
                     .collect(),
             ),
             Op::MergeLww(entries) => {
-                for (k, ts, v) in entries {
-                    let stored = map
-                        .get(&k)
-                        .and_then(|cur| LwwValue::decode(cur.as_slice()).ok())
-                        .map(|cur| cur.timestamp);
-                    if stored.is_none_or(|s| s < ts) {
-                        map.insert(k, v);
-                    }
-                }
+                merge_lww(map, entries);
                 Answer::Done
             }
             Op::PutIfAbsent(k, v) => match map.entry(k) {
@@ -132,6 +133,29 @@ impl Op {
                     Answer::Wrote(true)
                 }
             }
+            Op::PutManyIfAbsentAndMerge(guard, entries, merges) => {
+                if map.contains_key(&guard) {
+                    Answer::Wrote(false)
+                } else {
+                    map.extend(entries);
+                    merge_lww(map, merges);
+                    Answer::Wrote(true)
+                }
+            }
+        }
+    }
+}
+
+/// LWW merges: each value replaces what is stored unless that is an
+/// `LWWValue` at least as new.
+fn merge_lww(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, merges: Vec<(Vec<u8>, u64, Vec<u8>)>) {
+    for (k, ts, v) in merges {
+        let stored = map
+            .get(&k)
+            .and_then(|cur| LwwValue::decode(cur.as_slice()).ok())
+            .map(|cur| cur.timestamp);
+        if stored.is_none_or(|s| s < ts) {
+            map.insert(k, v);
         }
     }
 }
@@ -264,6 +288,32 @@ impl Storage for NodeStorage {
         }
     }
 
+    async fn put_many_if_absent_and_merge(
+        &self,
+        guard: &[u8],
+        entries: &[Entry],
+        merges: &[(Vec<u8>, u64, Vec<u8>)],
+    ) -> Result<bool, StorageError> {
+        if self.anna {
+            let wrote = self.put_many_if_absent(guard, entries).await?;
+            if wrote && !merges.is_empty() {
+                self.merge_lww_many(merges).await?;
+            }
+            return Ok(wrote);
+        }
+        match self
+            .call(Op::PutManyIfAbsentAndMerge(
+                guard.to_vec(),
+                entries.to_vec(),
+                merges.to_vec(),
+            ))
+            .await?
+        {
+            Answer::Wrote(w) => Ok(w),
+            _ => Err(unexpected("put_many_if_absent_and_merge")),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         self.call(Op::Get(b"ping".to_vec())).await.map(|_| ())
     }
@@ -273,6 +323,10 @@ impl Storage for NodeStorage {
     }
 
     fn atomic_batches(&self) -> bool {
+        !self.anna
+    }
+
+    fn atomic_publication(&self) -> bool {
         !self.anna
     }
 

@@ -18,6 +18,7 @@ pub async fn run_all(s: &dyn Storage) {
     lww_merge_keeps_newest(s, b"lww/").await;
     put_if_absent_writes_once(s, b"nx/").await;
     put_many_if_absent_is_guarded(s, b"nxmany/").await;
+    guarded_batch_with_merges(s, b"nxmerge/").await;
 }
 
 fn key(ns: &[u8], k: &str) -> Vec<u8> {
@@ -252,4 +253,63 @@ pub async fn put_many_if_absent_is_guarded(s: &dyn Storage, ns: &[u8]) {
     let missing_guard = vec![(d.clone(), b"d".to_vec())];
     assert!(s.put_many_if_absent(&guard, &missing_guard).await.is_err());
     assert_eq!(s.get(&d).await.unwrap(), None);
+}
+
+/// `put_many_if_absent_and_merge` writes its entries and applies its LWW
+/// merges (keeping newer stored values) only when its guard is free; when
+/// the guard exists, (on backends with atomic publication) nothing at all.
+pub async fn guarded_batch_with_merges(s: &dyn Storage, ns: &[u8]) {
+    let lww = |ts: u64, v: &[u8]| {
+        LwwValue {
+            timestamp: ts,
+            value: v.to_vec(),
+        }
+        .encode_to_vec()
+    };
+    let guard = key(ns, "record");
+    let (data, fresh, newer) = (key(ns, "data"), key(ns, "fresh"), key(ns, "newer"));
+    s.merge_lww(&newer, 50, &lww(50, b"stored-newer"))
+        .await
+        .unwrap();
+    let entries = vec![
+        (guard.clone(), b"record".to_vec()),
+        (data.clone(), b"d".to_vec()),
+    ];
+    let merges = vec![
+        (fresh.clone(), 20, lww(20, b"published")),
+        (newer.clone(), 20, lww(20, b"older")),
+    ];
+    assert!(s
+        .put_many_if_absent_and_merge(&guard, &entries, &merges)
+        .await
+        .unwrap());
+    assert_eq!(s.get(&data).await.unwrap(), Some(b"d".to_vec()));
+    assert_eq!(s.get(&fresh).await.unwrap(), Some(lww(20, b"published")));
+    assert_eq!(
+        s.get(&newer).await.unwrap(),
+        Some(lww(50, b"stored-newer")),
+        "a newer stored value is kept"
+    );
+    // The guard is taken: nothing more is written or merged.
+    let other = key(ns, "other");
+    let again = vec![
+        (guard.clone(), b"second".to_vec()),
+        (other.clone(), b"o".to_vec()),
+    ];
+    let later = vec![(fresh.clone(), 90, lww(90, b"later"))];
+    assert!(!s
+        .put_many_if_absent_and_merge(&guard, &again, &later)
+        .await
+        .unwrap());
+    assert_eq!(s.get(&guard).await.unwrap(), Some(b"record".to_vec()));
+    assert_eq!(s.get(&fresh).await.unwrap(), Some(lww(20, b"published")));
+    if s.atomic_publication() {
+        assert_eq!(s.get(&other).await.unwrap(), None);
+    }
+    // A guard missing from the entries is refused, whatever the merges.
+    let missing = vec![(other.clone(), b"o".to_vec())];
+    assert!(s
+        .put_many_if_absent_and_merge(&key(ns, "absent"), &missing, &later)
+        .await
+        .is_err());
 }
