@@ -33,6 +33,28 @@ pub enum Command {
     DelayProxy(ProxyArgs),
     /// Time from a commit on one node to its visibility on another.
     Staleness(StalenessArgs),
+    /// Sidecar memory (RSS) per committed key, index and bounded cache.
+    Memory(MemoryArgs),
+}
+
+/// Flags of `aft-bench memory`.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// Distinct keys to commit, per measurement (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub keys: Vec<u64>,
+    /// Keys written by each loading transaction.
+    #[arg(long, default_value_t = 100)]
+    pub keys_per_commit: u64,
+    /// The sidecar's `--cache-bytes`.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub cache_bytes: u64,
+    /// The `aft-sidecar` binary (default: next to this one).
+    #[arg(long)]
+    pub sidecar: Option<PathBuf>,
+    /// The `redis-server` binary.
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: String,
 }
 
 /// Flags of `aft-bench staleness`.

@@ -27,6 +27,7 @@ pub mod cost;
 pub mod echo;
 pub mod harness;
 pub mod machine;
+pub mod memory;
 pub mod plots;
 pub mod procs;
 pub mod proxy;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aft_bench::cli::{Cli, Command, EchoArgs, ProxyArgs, RunArgs, StalenessArgs};
+use aft_bench::cli::{Cli, Command, EchoArgs, MemoryArgs, ProxyArgs, RunArgs, StalenessArgs};
 use aft_bench::echo::{self, EchoConfig};
 use aft_bench::proxy::{self, ProxyConfig};
 use aft_bench::results::Results;
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::EchoServer(args)) => echo_server(&args),
         Some(Command::DelayProxy(args)) => delay_proxy(&args),
         Some(Command::Staleness(args)) => staleness(&args),
+        Some(Command::Memory(args)) => memory(&args),
         None => run(&cli.run),
     };
     match outcome {
@@ -46,6 +47,42 @@ fn staleness(args: &StalenessArgs) -> anyhow::Result<()> {
         "staleness (commit acknowledged on node 1 -> first transaction on node 2 that sees it), {} samples: p50 {} µs, p99 {} µs, max {} µs",
         s.samples, s.p50_us, s.p99_us, s.max_us
     );
+    Ok(())
+}
+
+fn memory(args: &MemoryArgs) -> anyhow::Result<()> {
+    let binary = match &args.sidecar {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no parent directory")?
+            .join("aft-sidecar"),
+    };
+    println!("| committed keys | keys per commit | RSS idle | RSS loaded | value cache | index versions | index bytes / key | load time |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    for &keys in &args.keys {
+        let dir = tempfile::tempdir()?;
+        let m = aft_bench::memory::measure(
+            &binary,
+            &args.redis_server,
+            keys,
+            args.keys_per_commit,
+            args.cache_bytes,
+            dir.path(),
+        )?;
+        println!(
+            "| {} | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {:.0} | {:.1} s |",
+            m.keys,
+            m.keys_per_commit,
+            mib(m.rss_idle),
+            mib(m.rss_loaded),
+            mib(m.cache_bytes),
+            m.index_versions,
+            m.index_bytes_per_key(),
+            m.load_secs
+        );
+    }
     Ok(())
 }
 

@@ -621,3 +621,69 @@ fn socket_files_get_the_configured_mode_and_group() {
         assert_eq!(meta.gid(), 65534, "{name}");
     }
 }
+
+/// An executor that closes its reply sockets and binds the same addresses
+/// again (a restarted process with the same thread id) gets its replies on
+/// the new sockets, as it would from a libzmq PUSH socket that reconnects.
+#[test]
+fn a_client_that_binds_its_reply_address_again_gets_its_replies() {
+    let node = node(&[]);
+    for round in 0..5 {
+        let c = client(&node, 42);
+        let tid = c
+            .start()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"))
+            .id;
+        c.put(Some(&tid), &[("rebound", value(&tid))]).unwrap();
+        assert_eq!(
+            c.commit(&tid, &[]).unwrap().status,
+            TransactionStatus::Committed
+        );
+        drop(c);
+    }
+}
+
+/// A process that connects to an endpoint's socket without speaking ZMTP,
+/// or that announces a frame larger than allowed, is disconnected; the
+/// sidecar keeps serving real executors.
+#[test]
+fn a_connection_that_does_not_speak_zmtp_is_dropped_and_others_are_served() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let node = node(&["--max-value-bytes", "1024"]);
+    let socket = node.ipc.join("get");
+    // Not ZMTP at all.
+    let mut garbage = UnixStream::connect(&socket).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    // The sidecar answers with its own greeting, then closes the connection.
+    let _ = garbage.read_to_end(&mut rest);
+    // A well-formed greeting and handshake, then a frame claiming 2^40 bytes.
+    let mut huge = UnixStream::connect(&socket).unwrap();
+    let mut hello = vec![0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3, 0];
+    hello.extend_from_slice(b"NULL");
+    hello.resize(64, 0);
+    let ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x04PUSH";
+    hello.push(0x04);
+    hello.push(ready.len() as u8);
+    hello.extend_from_slice(ready);
+    hello.push(0x02);
+    hello.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    huge.write_all(&hello).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = huge.read_to_end(&mut rest);
+    // Still serving.
+    let c = client(&node, 3);
+    let tid = c.start().unwrap().id;
+    c.put(Some(&tid), &[("after-garbage", value(&tid))])
+        .unwrap();
+    assert_eq!(
+        c.commit(&tid, &[]).unwrap().status,
+        TransactionStatus::Committed
+    );
+}

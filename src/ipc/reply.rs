@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use lru::LruCache;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedWrite;
@@ -207,43 +207,100 @@ async fn open(address: &str) -> Result<Box<dyn Duplex>, String> {
     }
 }
 
-/// One reply connection: opens it, then writes what is queued for it,
-/// batching whatever is waiting into one write, until its queue closes.
+/// One reply connection: writes what is queued for the address, batching
+/// whatever is waiting into one write, until the queue closes (eviction or
+/// shutdown). The connection is opened on the first reply and reopened when
+/// it breaks: a client that closed its socket and bound the address again
+/// (a restarted executor) gets the replies sent after that, as a libzmq
+/// PUSH socket would reconnect. A batch that cannot be delivered after one
+/// reconnection is dropped and counted.
 async fn run_link(address: String, mut queue: mpsc::Receiver<Bytes>, metrics: Metrics) {
-    let stream = match open(&address).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            metrics.reject("reply_connect_failed");
-            warn!(address = %address, error = %e, "cannot connect to reply address");
-            queue.close();
-            while queue.try_recv().is_ok() {
-                metrics.reject("reply_dropped");
+    type Sink = FramedWrite<WriteHalf<Box<dyn Duplex>>, FrameCodec>;
+    let mut connection: Option<(Sink, ReadHalf<Box<dyn Duplex>>)> = None;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut attempts = 0;
+    loop {
+        if batch.is_empty() {
+            let next = match connection.as_mut() {
+                Some((_, incoming)) => tokio::select! {
+                    frame = queue.recv() => frame,
+                    () = closed(incoming) => {
+                        // The client went away: reconnect on the next reply.
+                        connection = None;
+                        continue;
+                    }
+                },
+                None => queue.recv().await,
+            };
+            let Some(frame) = next else {
+                return;
+            };
+            batch.push(frame);
+            while let Ok(frame) = queue.try_recv() {
+                batch.push(frame);
             }
-            return;
         }
-    };
-    let mut sink = FramedWrite::new(stream, FrameCodec::new(usize::MAX));
-    while let Some(frame) = queue.recv().await {
-        let mut written = sink.feed(frame).await;
-        while written.is_ok() {
-            match queue.try_recv() {
-                Ok(frame) => written = sink.feed(frame).await,
-                Err(_) => break,
+        if connection.is_none() {
+            match open(&address).await {
+                Ok(stream) => {
+                    let (incoming, outgoing) = tokio::io::split(stream);
+                    connection = Some((
+                        FramedWrite::new(outgoing, FrameCodec::new(usize::MAX)),
+                        incoming,
+                    ));
+                }
+                Err(e) => {
+                    metrics.reject("reply_connect_failed");
+                    warn!(address = %address, error = %e, "cannot connect to reply address");
+                    for _ in batch.drain(..) {
+                        metrics.reject("reply_dropped");
+                    }
+                    attempts = 0;
+                    continue;
+                }
             }
         }
-        if let Err(e) = written {
-            debug!(address = %address, error = %e, "reply connection failed");
-            break;
+        let Some((sink, _)) = connection.as_mut() else {
+            continue;
+        };
+        let mut written = Ok(());
+        for frame in batch.iter().cloned() {
+            written = sink.feed(frame).await;
+            if written.is_err() {
+                break;
+            }
         }
-        if let Err(e) = SinkExt::<Bytes>::flush(&mut sink).await {
-            debug!(address = %address, error = %e, "reply connection failed");
-            break;
+        if written.is_ok() {
+            written = SinkExt::<Bytes>::flush(sink).await;
+        }
+        match written {
+            Ok(()) => {
+                batch.clear();
+                attempts = 0;
+            }
+            Err(e) => {
+                debug!(address = %address, error = %e, "reply connection broke; reconnecting");
+                connection = None;
+                attempts += 1;
+                if attempts > 1 {
+                    for _ in batch.drain(..) {
+                        metrics.reject("reply_dropped");
+                    }
+                    attempts = 0;
+                }
+            }
         }
     }
-    // Whatever is still queued cannot be delivered on this connection; the
-    // next reply to this address opens a new one.
-    queue.close();
-    while queue.try_recv().is_ok() {
-        metrics.reject("reply_dropped");
+}
+
+/// Resolves when the peer closes the connection (or it fails). Whatever the
+/// peer sends on it (heartbeat commands, at most) is ignored.
+async fn closed(incoming: &mut ReadHalf<Box<dyn Duplex>>) {
+    let mut scratch = [0u8; 256];
+    loop {
+        match incoming.read(&mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
     }
 }

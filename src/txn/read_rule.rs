@@ -53,10 +53,9 @@ pub fn select_version(
     for entry in versions[start..].iter().rev() {
         let candidate = &entry.version;
         let fractures = !candidate.is_base()
-            && index
-                .write_set(&candidate.tid)
-                .iter()
-                .any(|other| other != key && reads.get(other).is_some_and(|read| read < candidate));
+            && index.write_set(&candidate.tid).iter().any(|other| {
+                **other != *key && reads.get(&**other).is_some_and(|read| read < candidate)
+            });
         if !fractures {
             return Selection::Version(candidate.clone());
         }
@@ -78,11 +77,11 @@ pub fn record_read(
         return;
     }
     for other in index.write_set(&version.tid) {
-        match lower.get_mut(other) {
+        match lower.get_mut(&**other) {
             Some(bound) if *bound >= *version => {}
             Some(bound) => *bound = version.clone(),
             None => {
-                lower.insert(other.clone(), version.clone());
+                lower.insert(other.to_string(), version.clone());
             }
         }
     }
@@ -111,13 +110,13 @@ pub fn find_fracture(index: &IndexView<'_>, reads: &BTreeMap<String, Version>) -
             continue;
         }
         for other in index.write_set(&version.tid) {
-            if other == read_key {
+            if **other == **read_key {
                 continue;
             }
-            if let Some(read) = reads.get(other) {
+            if let Some(read) = reads.get(&**other) {
                 if read < version {
                     return Some(Fracture {
-                        key: other.clone(),
+                        key: other.to_string(),
                         read: read.clone(),
                         newer: version.clone(),
                     });
