@@ -33,14 +33,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn staleness(args: &StalenessArgs) -> anyhow::Result<()> {
-    let binary = match &args.sidecar {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?
+/// The sidecar binary: the one given, or the one next to this binary.
+fn sidecar_binary(given: Option<&std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    match given {
+        Some(path) => Ok(path.clone()),
+        None => Ok(std::env::current_exe()?
             .parent()
             .context("no parent directory")?
-            .join("aft-sidecar"),
-    };
+            .join("aft-sidecar")),
+    }
+}
+
+fn staleness(args: &StalenessArgs) -> anyhow::Result<()> {
+    let binary = sidecar_binary(args.sidecar.as_ref())?;
     let dir = tempfile::tempdir()?;
     let s = aft_bench::staleness::measure(&binary, &args.redis_server, args.samples, dir.path())?;
     println!(
@@ -51,13 +56,7 @@ fn staleness(args: &StalenessArgs) -> anyhow::Result<()> {
 }
 
 fn memory(args: &MemoryArgs) -> anyhow::Result<()> {
-    let binary = match &args.sidecar {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent directory")?
-            .join("aft-sidecar"),
-    };
+    let binary = sidecar_binary(args.sidecar.as_ref())?;
     println!("| committed keys | keys per commit | RSS idle | RSS loaded | value cache | index versions | index bytes / key | load time |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -108,7 +108,7 @@ pub fn section(results: &Results, plots: &[Plot], report_dir: &Path, json_path: 
     let _ = writeln!(s, "**Machine.** {} cores ({}), {} GiB, Linux {}; load average {} at the start and {} at the end \
         (other work on the machine competes with the benchmark). Sidecar: {} build, `{}`; commit `{}`; {}; {}.\n",
         m.cores, m.cpu_model, m.memory_gib, m.kernel, m.load_average_at_start, m.load_average_at_end,
-        m.sidecar_build, c.sidecar, m.git_commit, m.rustc, m.redis);
+        m.sidecar_build, workspace_relative(&c.sidecar), m.git_commit, m.rustc, m.redis);
     let _ = writeln!(s, "**Run.** {} of {} rounds{}, each running every (workload, clients) cell for {:.1} s, \
         in alternating order (A B …, then … B A); a {:.1} s unrecorded warm-up per workload first. \
         Clients: {:?} (one OS thread and one `IpcClient` or Redis connection each). {:.0} s in all.\n",
@@ -152,9 +152,10 @@ pub fn section(results: &Results, plots: &[Plot], report_dir: &Path, json_path: 
         "cached_read_p50",
         "net_dag_p50",
         "net_dag_p99",
-        "loopback_dag_p50",
-        "loopback_dag_vs_8_rtt",
         "loopback_dag_vs_echo_dag",
+        "cross_node_2_p50",
+        "cross_node_3_p50",
+        "loopback_dag_p50",
         "throughput_vs_echo",
     ];
     let _ = write!(s, "| clients |");
@@ -364,6 +365,17 @@ pub fn section(results: &Results, plots: &[Plot], report_dir: &Path, json_path: 
 }
 
 /// A new report: the generated section between hand-written placeholders.
+/// `path` relative to the working directory (the workspace root) when it
+/// lies inside it: the report names no machine's own paths.
+fn workspace_relative(path: &str) -> String {
+    let Ok(cwd) = std::env::current_dir() else {
+        return path.to_string();
+    };
+    Path::new(path)
+        .strip_prefix(&cwd)
+        .map_or_else(|_| path.to_string(), |p| p.display().to_string())
+}
+
 /// Per committed DAG: what the sidecars spent, and what that projects to.
 fn cost_section(s: &mut String, results: &Results) {
     let cells: Vec<_> = results

@@ -398,7 +398,7 @@ impl Results {
         out.push(lat_ratio(
             "cached_read_p50",
             "cached transactional read through the sidecar vs raw ZeroMQ round trip (p50)",
-            "<= 1.5",
+            "<= 1.15",
             "sidecar-get",
             "echo-get",
             p50,
@@ -416,7 +416,7 @@ impl Results {
         out.push(lat_ratio(
             "net_dag_p50",
             "DAG p50, Redis behind the simulated network hop: sidecar vs direct Redis",
-            "<= 1.0",
+            "<= 0.5",
             "sidecar-redis-net-dag",
             "redis-net-dag",
             p50,
@@ -425,7 +425,7 @@ impl Results {
         out.push(lat_ratio(
             "net_dag_p99",
             "DAG p99, Redis behind the simulated network hop: sidecar vs direct Redis",
-            "<= 1.5",
+            "<= 1.0",
             "sidecar-redis-net-dag",
             "redis-net-dag",
             p99,
@@ -433,8 +433,8 @@ impl Results {
         ));
         out.push(lat_ratio(
             "loopback_dag_p50",
-            "DAG p50, Redis on loopback: sidecar vs direct Redis (physical floor ~3-5x, see PERF.md)",
-            "<= 1.5",
+            "DAG p50, Redis on loopback: sidecar vs direct Redis (floor: 9 IPC round trips against 6 Redis ones)",
+            "",
             "sidecar-redis-dag",
             "redis-dag",
             p50,
@@ -476,7 +476,7 @@ impl Results {
         out.push(lat_ratio(
             "loopback_dag_vs_echo_dag",
             "sidecar DAG over loopback Redis vs the same DAG against the echo server (ideal no-work sidecar)",
-            "",
+            "<= 1.25",
             "sidecar-redis-dag",
             "echo-dag",
             p50,
@@ -488,6 +488,24 @@ impl Results {
             "",
             "sidecar-file-dag",
             "echo-dag",
+            p50,
+            1.0,
+        ));
+        out.push(lat_ratio(
+            "cross_node_2_p50",
+            "DAG p50 with its functions on 2 nodes vs the same DAG on 1 node (same cluster)",
+            "<= 1.3",
+            "multi-node-2",
+            "multi-node-1",
+            p50,
+            1.0,
+        ));
+        out.push(lat_ratio(
+            "cross_node_3_p50",
+            "DAG p50 with its functions on 3 nodes vs the same DAG on 1 node (same cluster)",
+            "<= 1.4",
+            "multi-node-3",
+            "multi-node-1",
             p50,
             1.0,
         ));

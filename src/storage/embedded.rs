@@ -325,33 +325,7 @@ impl Storage for EmbeddedStorage {
         guard: &[u8],
         entries: &[Entry],
     ) -> Result<bool, StorageError> {
-        let mut bytes = 0;
-        for (_, value) in entries {
-            self.options.check_value_size(value.len())?;
-            bytes += value.len();
-        }
-        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
-            return Err(StorageError::backend(
-                "put_many_if_absent",
-                "the guard key is not among the entries",
-            ));
-        }
-        let (guard, entries) = (guard.to_vec(), entries.to_vec());
-        let wrote = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&wrote);
-        // One write transaction: the guard check and every insert are atomic.
-        self.write("put_many_if_absent", bytes, move |t| {
-            let absent = t.get(guard.as_slice())?.is_none();
-            if absent {
-                for (k, v) in &entries {
-                    t.insert(k.as_slice(), v.as_slice())?;
-                }
-            }
-            flag.store(absent, std::sync::atomic::Ordering::Release);
-            Ok(())
-        })
-        .await?;
-        Ok(wrote.load(std::sync::atomic::Ordering::Acquire))
+        self.put_many_if_absent_and_merge(guard, entries, &[]).await
     }
 
     async fn put_many_if_absent_and_merge(
@@ -360,21 +334,7 @@ impl Storage for EmbeddedStorage {
         entries: &[Entry],
         merges: &[LwwMerge],
     ) -> Result<bool, StorageError> {
-        let mut bytes = 0;
-        for (_, value) in entries {
-            self.options.check_value_size(value.len())?;
-            bytes += value.len();
-        }
-        for (_, _, value) in merges {
-            self.options.check_value_size(value.len())?;
-            bytes += value.len();
-        }
-        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
-            return Err(StorageError::backend(
-                "put_many_if_absent_and_merge",
-                "the guard key is not among the entries",
-            ));
-        }
+        let bytes = self.options.check_guarded_batch(guard, entries, merges)?;
         let (guard, entries, merges) = (guard.to_vec(), entries.to_vec(), merges.to_vec());
         let wrote = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&wrote);

@@ -126,23 +126,7 @@ impl Storage for MemoryStorage {
         guard: &[u8],
         entries: &[Entry],
     ) -> Result<bool, StorageError> {
-        for (_, value) in entries {
-            self.options.check_value_size(value.len())?;
-        }
-        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
-            return Err(StorageError::backend(
-                "put_many_if_absent",
-                "the guard key is not among the entries",
-            ));
-        }
-        let mut map = self.map.lock();
-        if map.contains_key(guard) {
-            return Ok(false);
-        }
-        for (k, v) in entries {
-            map.insert(k.clone(), v.clone());
-        }
-        Ok(true)
+        self.put_many_if_absent_and_merge(guard, entries, &[]).await
     }
 
     async fn put_many_if_absent_and_merge(
@@ -151,18 +135,7 @@ impl Storage for MemoryStorage {
         entries: &[Entry],
         merges: &[LwwMerge],
     ) -> Result<bool, StorageError> {
-        for (_, value) in entries {
-            self.options.check_value_size(value.len())?;
-        }
-        for (_, _, value) in merges {
-            self.options.check_value_size(value.len())?;
-        }
-        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
-            return Err(StorageError::backend(
-                "put_many_if_absent_and_merge",
-                "the guard key is not among the entries",
-            ));
-        }
+        self.options.check_guarded_batch(guard, entries, merges)?;
         let mut map = self.map.lock();
         if map.contains_key(guard) {
             return Ok(false);

@@ -93,16 +93,6 @@ return 1
 "#
 );
 
-/// Guarded batch write on the server: if KEYS[1] (the guard) exists, write
-/// nothing and return 0; otherwise SET every KEYS[i] to ARGV[i] and return 1.
-/// One script runs atomically, so it is all-or-nothing against every other
-/// command (a concurrent `SET NX` of the guard lands before or after it).
-pub(crate) const PUT_MANY_IF_ABSENT_SCRIPT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end
-return 1
-"#;
-
 /// The single-key operations, identical on one server and on a cluster
 /// (where each goes to the key's slot): both backends delegate here.
 pub(crate) struct KeyOps<'a, C> {

@@ -11,7 +11,7 @@ use redis::Script;
 
 use super::redis_common::{
     scan_pattern, with_timeout, KeyOps, CHUNK, MERGE_LWW_SCRIPT,
-    PUT_MANY_IF_ABSENT_AND_MERGE_SCRIPT, PUT_MANY_IF_ABSENT_SCRIPT,
+    PUT_MANY_IF_ABSENT_AND_MERGE_SCRIPT,
 };
 use super::url::redact;
 use super::{Entry, LwwMerge, Storage, StorageError, StorageOptions};
@@ -241,30 +241,7 @@ impl Storage for RedisStorage {
         guard: &[u8],
         entries: &[Entry],
     ) -> Result<bool, StorageError> {
-        for (_, value) in entries {
-            self.options.check_value_size(value.len())?;
-        }
-        // The guard goes first so the script finds it at KEYS[1].
-        let Some(guard_entry) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
-            return Err(StorageError::backend(
-                "put_many_if_absent",
-                "the guard key is not among the entries",
-            ));
-        };
-        let ordered = std::iter::once(guard_entry)
-            .chain(entries.iter().filter(|(k, _)| k.as_slice() != guard));
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(PUT_MANY_IF_ABSENT_SCRIPT).arg(entries.len());
-        let (keys, values): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = ordered.map(|(k, v)| (k, v)).unzip();
-        eval.arg(keys).arg(values);
-        let mut conn = self.conn.clone();
-        let wrote: i64 = with_timeout(
-            "put_many_if_absent",
-            self.options.call_timeout,
-            eval.query_async(&mut conn),
-        )
-        .await?;
-        Ok(wrote == 1)
+        self.put_many_if_absent_and_merge(guard, entries, &[]).await
     }
 
     /// One `EVAL`: the guard check, every write and every merge are one
@@ -275,17 +252,9 @@ impl Storage for RedisStorage {
         entries: &[Entry],
         merges: &[LwwMerge],
     ) -> Result<bool, StorageError> {
-        for (_, value) in entries {
-            self.options.check_value_size(value.len())?;
-        }
-        for (_, _, value) in merges {
-            self.options.check_value_size(value.len())?;
-        }
+        self.options.check_guarded_batch(guard, entries, merges)?;
         let Some(guard_entry) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
-            return Err(StorageError::backend(
-                "put_many_if_absent_and_merge",
-                "the guard key is not among the entries",
-            ));
+            return Ok(false);
         };
         let ordered: Vec<&Entry> = std::iter::once(guard_entry)
             .chain(entries.iter().filter(|(k, _)| k.as_slice() != guard))

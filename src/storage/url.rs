@@ -45,6 +45,33 @@ impl StorageOptions {
         }
         Ok(())
     }
+
+    /// Checks a guarded batch before it is sent: every value (entries and
+    /// merges) within the size limit, and the guard among the entries.
+    /// Returns the bytes of the values.
+    pub fn check_guarded_batch(
+        &self,
+        guard: &[u8],
+        entries: &[super::Entry],
+        merges: &[super::LwwMerge],
+    ) -> Result<usize, StorageError> {
+        let mut bytes = 0;
+        for size in entries
+            .iter()
+            .map(|(_, v)| v.len())
+            .chain(merges.iter().map(|(_, _, v)| v.len()))
+        {
+            self.check_value_size(size)?;
+            bytes += size;
+        }
+        if !entries.iter().any(|(k, _)| k.as_slice() == guard) {
+            return Err(StorageError::backend(
+                "put_many_if_absent",
+                "the guard key is not among the entries",
+            ));
+        }
+        Ok(bytes)
+    }
 }
 
 /// A parsed storage URL.
