@@ -53,8 +53,8 @@ impl Context {
 }
 
 /// Handles one request and returns its reply frame (recording the
-/// endpoint's latency). The IPC thread polls this once inline and hands it
-/// to the runtime only if it has to wait.
+/// endpoint's latency). The connection task polls this once inline and
+/// spawns it as a task of its own only if it has to wait.
 pub async fn respond(ctx: Arc<Context>, endpoint: Endpoint, request: Request) -> Vec<u8> {
     let started = Instant::now();
     let frame = match request {
