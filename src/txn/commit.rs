@@ -418,20 +418,25 @@ impl Engine {
             return Ok(None);
         }
         // Step 2: the entries to write.
-        let base_keys = self
+        let bases = self
             .first_writes(tid, &write_set)
             .await
             .map_err(|e| failed(AbortReason::Storage(e)))?;
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = bases
+            .iter()
+            .map(|(key, value)| {
+                (
+                    data_key(&Version::base(), key),
+                    encode_base(value.as_deref()),
+                )
+            })
+            .collect();
         let meta = CommitMeta {
             tid: Arc::from(tid),
             timestamp,
             write_set: write_set.into(),
-            base_keys,
+            base_keys: bases.into_iter().map(|(key, _)| key).collect(),
         };
-        let mut entries = self
-            .base_entries(&meta)
-            .await
-            .map_err(|e| failed(AbortReason::Storage(e)))?;
         for (key, value) in plan.local.iter().chain(&shipped) {
             entries.push((data_key_for_tid(tid, key), value.to_vec()));
         }
@@ -520,8 +525,19 @@ impl Engine {
     }
 
     /// Keys of the write set with no committed version known anywhere (no
-    /// key marker): their plain values become their base versions.
-    async fn first_writes(&self, tid: &str, write_set: &[String]) -> Result<Vec<String>, TxnError> {
+    /// key marker), with their plain values, which become their base
+    /// versions. The value saved is the one read *with* the marker (one
+    /// snapshot, or plain first and marker second): a plain value read
+    /// later may already be a concurrent first writer's publication (which
+    /// lands with its marker), and saving that as the base would show the
+    /// other commit's write as the key's value "before" it (found by
+    /// `ipc::thirty_two_concurrent_clients_produce_a_read_atomic_history`
+    /// under load, once publication went with the commit record).
+    async fn first_writes(
+        &self,
+        tid: &str,
+        write_set: &[String],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, TxnError> {
         let unknown: Vec<String> = {
             let view = self.index.view();
             write_set
@@ -533,43 +549,15 @@ impl Engine {
         if unknown.is_empty() {
             return Ok(Vec::new());
         }
-        let (_, markers) = self
+        let (values, markers) = self
             .read_plain_with_markers(&unknown)
             .await
             .map_err(|e| TxnError::storage(tid, e))?;
         Ok(unknown
             .into_iter()
-            .zip(markers)
-            .filter(|(_, marker)| marker.is_none())
-            .map(|(key, _)| key)
-            .collect())
-    }
-
-    /// The saved base values of `meta`'s first writes (present or absent).
-    async fn base_entries(&self, meta: &CommitMeta) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError> {
-        if meta.base_keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let plain: Vec<Vec<u8>> = meta
-            .base_keys
-            .iter()
-            .map(|k| k.as_bytes().to_vec())
-            .collect();
-        let values = self
-            .storage
-            .get_many(&plain)
-            .await
-            .map_err(|e| TxnError::storage(&meta.tid, e))?;
-        Ok(meta
-            .base_keys
-            .iter()
-            .zip(values)
-            .map(|(key, value)| {
-                (
-                    data_key(&Version::base(), key),
-                    encode_base(value.as_deref()),
-                )
-            })
+            .zip(values.into_iter().zip(markers))
+            .filter(|(_, (_, marker))| marker.is_none())
+            .map(|(key, (value, _))| (key, value))
             .collect())
     }
 
