@@ -319,7 +319,9 @@ fn simulated_clusters_keep_every_guarantee_under_seeded_faults() {
         failures.len()
     );
     if let Some(first) = failures.first() {
-        for failure in failures.iter().take(3) {
+        // AFT_SIM_SHOW=N prints the first N failing seeds (default 3).
+        let show = env_u64("AFT_SIM_SHOW").unwrap_or(3) as usize;
+        for failure in failures.iter().take(show) {
             println!("{}", report(failure));
         }
         panic!(
