@@ -109,6 +109,15 @@ impl Sidecar {
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
             .status();
+        if sig == "STOP" {
+            // The signal is delivered asynchronously: a thread already
+            // running may still answer a request sent right after `kill`
+            // returns. Wait until every thread is stopped.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !all_threads_stopped(self.pid()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 
     /// SIGTERM, then waits for exit; returns whether it exited successfully.
@@ -163,4 +172,18 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` or `t`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
