@@ -687,3 +687,21 @@ fn a_connection_that_does_not_speak_zmtp_is_dropped_and_others_are_served() {
         TransactionStatus::Committed
     );
 }
+
+/// Values of several MiB travel both ways intact (frames larger than any
+/// single read, grown as they arrive).
+#[test]
+fn multi_megabyte_values_round_trip() {
+    let node = node(&["--max-value-bytes", &(16usize << 20).to_string()]);
+    let c = client(&node, 5);
+    let tid = c.start().unwrap().id;
+    let big: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+    let payload = lww_payload(1, &big);
+    c.put(Some(&tid), &[("big", payload.clone())]).unwrap();
+    assert_eq!(
+        c.commit(&tid, &[]).unwrap().status,
+        TransactionStatus::Committed
+    );
+    let tid = c.start().unwrap().id;
+    assert_eq!(c.get(Some(&tid), &["big"]).unwrap(), vec![Some(payload)]);
+}

@@ -22,6 +22,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// Bytes of a ZMTP 3 greeting.
 const GREETING_BYTES: usize = 64;
+/// Most bytes reserved ahead of a frame's arrival.
+const RESERVE_STEP: usize = 64 * 1024;
 /// Frame flags.
 const MORE: u8 = 0x01;
 const LONG: u8 = 0x02;
@@ -200,7 +202,10 @@ impl Decoder for FrameCodec {
         }
         let size = size as usize;
         if src.len() < header + size {
-            src.reserve(header + size - src.len());
+            // Grow as the bytes arrive, not by what the header claims: a
+            // peer announcing a large frame and sending nothing must not
+            // make every connection hold that much memory.
+            src.reserve((header + size - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         src.advance(header);
@@ -289,7 +294,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(e) => return Some(Err(e)),
             }
             if self.buffer.capacity() - self.buffer.len() < 4096 {
-                self.buffer.reserve(8192);
+                // Doubling with what has arrived: amortized linear for a
+                // large frame, never ahead of the bytes actually received.
+                self.buffer.reserve(self.buffer.len().max(8192));
             }
             match self.stream.read_buf(&mut self.buffer).await {
                 Ok(0) if self.buffer.is_empty() => return None,
@@ -379,6 +386,16 @@ mod tests {
             }
             assert_eq!(out, Some(Frame::Message { body, more: false }));
         }
+    }
+
+    #[test]
+    fn an_announced_frame_does_not_reserve_its_whole_size_up_front() {
+        let mut codec = FrameCodec::new(80 << 20);
+        let mut wire = BytesMut::new();
+        wire.put_u8(LONG);
+        wire.put_u64(50 << 20);
+        assert!(codec.decode(&mut wire).unwrap().is_none());
+        assert!(wire.capacity() < 1 << 20, "reserved {}", wire.capacity());
     }
 
     #[test]
