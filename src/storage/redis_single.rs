@@ -254,7 +254,10 @@ impl Storage for RedisStorage {
     ) -> Result<bool, StorageError> {
         self.options.check_guarded_batch(guard, entries, merges)?;
         let Some(guard_entry) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
-            return Ok(false);
+            return Err(StorageError::backend(
+                "put_many_if_absent",
+                "the guard key is not among the entries",
+            ));
         };
         let ordered: Vec<&Entry> = std::iter::once(guard_entry)
             .chain(entries.iter().filter(|(k, _)| k.as_slice() != guard))

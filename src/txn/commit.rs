@@ -378,7 +378,7 @@ impl Engine {
         started: Instant,
     ) -> Result<Option<Durable>, Failed> {
         let mut write_set: Vec<String> = plan.local.keys().cloned().collect();
-        let mine = write_set.clone();
+        let mut mine = write_set.clone();
         // Before step 3 nothing of this node is written yet.
         let failed = |reason| Failed {
             reason,
@@ -391,7 +391,6 @@ impl Engine {
             .await
             .map_err(|e| failed(AbortReason::Participant(e)))?;
         // Shipped values are written here, with this node's own.
-        let mut mine = mine;
         mine.extend(shipped.keys().cloned());
         write_set.extend(shipped.keys().cloned());
         self.failpoint("commit.after_prepare").await;
