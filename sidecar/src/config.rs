@@ -100,6 +100,9 @@ pub struct Cli {
     /// A prepared participant that hears no decision for this long settles it from storage, milliseconds.
     #[arg(long, env = "AFT_DECISION_TIMEOUT_MS")]
     pub decision_timeout_ms: Option<u64>,
+    /// A DAG's values a node hands to another along with its state and votes, bytes (0: none).
+    #[arg(long, env = "AFT_PEER_SHIP_VALUES_BYTES")]
+    pub peer_ship_values_bytes: Option<usize>,
     /// Finished transactions whose outcome is remembered for retried commits and aborts.
     #[arg(long, env = "AFT_OUTCOME_RETENTION")]
     pub outcome_retention: Option<usize>,
@@ -162,6 +165,7 @@ pub struct FileConfig {
     pub peer_dead_after_ms: Option<u64>,
     pub peer_key_file: Option<PathBuf>,
     pub decision_timeout_ms: Option<u64>,
+    pub peer_ship_values_bytes: Option<usize>,
     pub orphan_grace_secs: Option<u64>,
     pub orphan_sweep_secs: Option<u64>,
     pub publish_sweep_ms: Option<u64>,
@@ -195,6 +199,7 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub peers: Option<PeerSettings>,
     pub decision_timeout: Duration,
+    pub peer_ship_values_bytes: usize,
     pub orphan_grace: Duration,
     pub orphan_sweep: Duration,
     pub publish_sweep: Duration,
@@ -348,6 +353,10 @@ impl Settings {
                     .or(file.decision_timeout_ms)
                     .unwrap_or(10_000),
             ),
+            peer_ship_values_bytes: cli
+                .peer_ship_values_bytes
+                .or(file.peer_ship_values_bytes)
+                .unwrap_or(1 << 20),
             peers,
             ipc_dir: cli
                 .ipc_dir

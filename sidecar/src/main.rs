@@ -92,6 +92,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         lease: settings.txn_lease,
         cache_bytes: settings.cache_bytes,
         decision_timeout: settings.decision_timeout,
+        ship_values_up_to: settings.peer_ship_values_bytes,
         orphan_grace: settings.orphan_grace,
         orphan_sweep_interval: settings.orphan_sweep,
         publish_sweep_interval: settings.publish_sweep,

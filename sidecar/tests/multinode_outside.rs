@@ -289,12 +289,17 @@ fn commit_key(c: &IpcClient, key: &str) -> String {
     tid
 }
 
-/// An upstream node that stops answering: the downstream read of the key
+/// An upstream node that stops answering, with values kept where they were
+/// buffered (`--peer-ship-values-bytes 0`): the downstream read of the key
 /// it buffers fails (Cloudburst's executor sees "no value"), and the DAG can
 /// then only abort, read-only or not.
 #[test]
 fn a_read_that_an_unreachable_upstream_could_not_answer_aborts_the_dag() {
-    let cluster = LocalCluster::start(Path::new(BIN), 2, &["--peer-timeout-ms", "500"]);
+    let cluster = LocalCluster::start(
+        Path::new(BIN),
+        2,
+        &["--peer-timeout-ms", "500", "--peer-ship-values-bytes", "0"],
+    );
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
     a.put(Some(&tid), &[("up", value(&tid, "up"))]).unwrap();
@@ -316,6 +321,39 @@ fn a_read_that_an_unreachable_upstream_could_not_answer_aborts_the_dag() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(outside.plain_writer("up"), None);
     assert_eq!(outside.plain_writer("down"), None);
+}
+
+/// With the default settings the upstream node hands its buffered values to
+/// the downstream node at `continue`: the downstream read of them needs no
+/// peer, and succeeds while the upstream node is stopped. The commit still
+/// needs the upstream node's vote, so it aborts while that node is away,
+/// and nothing of the DAG reaches storage.
+#[test]
+fn values_handed_over_at_continue_are_read_without_the_upstream_node() {
+    let cluster = LocalCluster::start(Path::new(BIN), 2, &["--peer-timeout-ms", "500"]);
+    let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
+    let tid = a.start().unwrap().id;
+    a.put(Some(&tid), &[("handed", value(&tid, "handed"))])
+        .unwrap();
+    b.continue_from(&tid, "127.0.0.1").unwrap();
+    cluster.nodes[0].sidecar.signal("STOP");
+    assert_eq!(
+        cloudburst_get(&b, &tid, "handed"),
+        Some(tid.clone()),
+        "the DAG reads its own upstream write"
+    );
+    b.put(Some(&tid), &[("after", value(&tid, "after"))])
+        .unwrap();
+    assert_eq!(
+        b.commit(&tid, &["127.0.0.1".into()]).unwrap().status,
+        TransactionStatus::Aborted,
+        "no commit without the upstream node's vote"
+    );
+    cluster.nodes[0].sidecar.signal("CONT");
+    let outside = cluster.outside_reader();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(outside.plain_writer("handed"), None);
+    assert_eq!(outside.plain_writer("after"), None);
 }
 
 /// Storage fails under a running transaction: the read that failed dooms it

@@ -11,8 +11,10 @@ use super::membership::Membership;
 use super::transport::Transport;
 use super::PeerError;
 use crate::meta::CommitMeta;
-use crate::proto::peer::{peer_envelope::Body, Decide, FetchTransaction, Prepare, ReadBuffered};
-use crate::txn::{PreparedVote, Remote, TxnError, UpstreamState};
+use crate::proto::peer::{
+    peer_envelope::Body, Decide, FetchTransaction, Prepare, ReadBuffered, ShippedValue,
+};
+use crate::txn::{PrepareRequest, PreparedVote, Remote, TxnError, UpstreamState};
 
 /// Calls other sidecars on behalf of the engine.
 pub struct PeerClient {
@@ -106,15 +108,21 @@ impl Remote for PeerClient {
         &self,
         node: &str,
         tid: &str,
-        timestamp: u64,
-        exclude: &[String],
-        ship_up_to: usize,
+        request: &PrepareRequest,
     ) -> Result<PreparedVote, TxnError> {
         let body = Body::Prepare(Prepare {
             tid: tid.to_string(),
-            commit_timestamp: timestamp,
-            exclude_keys: exclude.to_vec(),
-            ship_values_up_to: ship_up_to as u64,
+            commit_timestamp: request.timestamp,
+            exclude_keys: request.exclude.clone(),
+            ship_values_up_to: request.ship_up_to as u64,
+            coordinator_values: request
+                .coordinator_values
+                .iter()
+                .map(|(key, payload)| ShippedValue {
+                    key: key.clone(),
+                    payload: payload.to_vec(),
+                })
+                .collect(),
         });
         match self.call(tid, node, body, self.prepare_timeout).await? {
             Body::PrepareVote(vote) if vote.ok => Ok(PreparedVote {

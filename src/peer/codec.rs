@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 
 use crate::meta::{CommitMeta, Version};
 use crate::proto::peer::{
     peer_envelope::Body, BufferedKey, CommittedTransaction, KeyVersion, NodeIncarnation,
-    PeerEnvelope, TransactionState, PROTOCOL_VERSION,
+    PeerEnvelope, ShippedValue, TransactionState, PROTOCOL_VERSION,
 };
 use crate::txn::UpstreamState;
 
@@ -53,6 +54,14 @@ pub fn state_to_proto(tid: &str, state: &UpstreamState) -> TransactionState {
                 node: node.clone(),
             })
             .collect(),
+        buffered_values: state
+            .buffered_values
+            .iter()
+            .map(|(key, payload)| ShippedValue {
+                key: key.clone(),
+                payload: payload.to_vec(),
+            })
+            .collect(),
         upstream_nodes: state.upstream_nodes.clone(),
         start_timestamp: state.start_ts,
         failure: state.doomed.clone().unwrap_or_default(),
@@ -76,6 +85,11 @@ pub fn state_from_proto(state: &TransactionState) -> UpstreamState {
             .buffered
             .iter()
             .map(|b| (b.key.clone(), b.node.clone()))
+            .collect(),
+        buffered_values: state
+            .buffered_values
+            .iter()
+            .map(|v| (v.key.clone(), Bytes::from(v.payload.clone())))
             .collect(),
         upstream_nodes: state.upstream_nodes.clone(),
         start_ts: state.start_timestamp,
@@ -124,6 +138,7 @@ mod tests {
             ],
             lower: vec![("c".into(), Version::new(5, "t1"))],
             buffered: vec![("d".into(), "10.0.0.1".into())],
+            buffered_values: vec![("d".into(), Bytes::from_static(b"value of d"))],
             upstream_nodes: vec!["10.0.0.1".into()],
             start_ts: 42,
             doomed: Some("a read failed".into()),
@@ -136,6 +151,7 @@ mod tests {
         assert_eq!(back.reads, state.reads);
         assert_eq!(back.lower, state.lower);
         assert_eq!(back.buffered, state.buffered);
+        assert_eq!(back.buffered_values, state.buffered_values);
         assert_eq!(back.upstream_nodes, state.upstream_nodes);
         assert!(back.reads[1].1.is_base());
     }

@@ -6,6 +6,7 @@
 mod client;
 pub mod codec;
 mod error;
+pub mod framing;
 mod gossip;
 pub mod membership;
 mod seal;

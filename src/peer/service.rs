@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::codec::{commit_from_proto, commit_to_proto, state_to_proto};
@@ -11,7 +12,7 @@ use crate::proto::peer::{
     peer_envelope::Body, BufferedValue, DecideAck, Error as ErrorBody, ErrorCode, GossipCommits,
     HeartbeatAck, PrepareVote, ShippedValue,
 };
-use crate::txn::{Engine, TxnError};
+use crate::txn::{Engine, PrepareRequest, TxnError};
 
 /// Shared state of the service.
 pub struct Service {
@@ -81,9 +82,17 @@ impl Service {
                     .engine
                     .prepare(
                         &req.tid,
-                        req.commit_timestamp,
-                        &req.exclude_keys,
-                        usize::try_from(req.ship_values_up_to).unwrap_or(usize::MAX),
+                        PrepareRequest {
+                            timestamp: req.commit_timestamp,
+                            exclude: req.exclude_keys,
+                            ship_up_to: usize::try_from(req.ship_values_up_to)
+                                .unwrap_or(usize::MAX),
+                            coordinator_values: req
+                                .coordinator_values
+                                .into_iter()
+                                .map(|v| (v.key, Bytes::from(v.payload)))
+                                .collect(),
+                        },
                     )
                     .await
                 {

@@ -9,36 +9,44 @@
 //! echoes, so replies never cross; correlation id 0 means "no response
 //! expected" (gossip).
 //!
-//! Everything runs as tasks on the runtime that also runs the engine: a
-//! request is written by a per-peer writer task, read by the peer's
-//! connection task, handled there, and its response is read by this node's
-//! connection task, which completes the caller's future. No dedicated I/O
-//! thread and no library I/O thread sit in between, so a peer round trip
-//! costs two thread wake-ups at most (one per side) rather than ten.
+//! Everything runs as tasks on the runtime that also runs the engine. The
+//! task that sends a request writes it to the socket itself (see
+//! [`FrameSink`]); the peer's connection task reads it and handles it in
+//! place when the handler finishes without waiting (a fetch, a buffered
+//! read, a heartbeat), or hands it to a task of its own when it waits (a
+//! prepare that writes to storage), and the answer is written by whichever
+//! task produced it. This node's connection task reads the answer and
+//! completes the caller's future. A round trip thus wakes one task on each
+//! side beyond the caller, with no writer task in between.
 //!
 //! Hostile input: a frame longer than `max_message_bytes` closes its
-//! connection; a frame that does not open (sealed mode), does not decode,
+//! connection (and costs nothing first: buffers grow with bytes received,
+//! not with the length a frame announces); a frame that does not open (sealed mode), does not decode,
 //! or names another protocol version gets an error answer (`MALFORMED`,
 //! `VERSION_MISMATCH`) and is otherwise ignored. Sends never block: a peer
-//! whose queue is full loses messages (its requests time out), and every
-//! other peer is served.
+//! whose backlog is full refuses messages (`Overloaded`), and every other
+//! peer is served.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::task::Poll;
+
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use prost::Message;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::codec::envelope;
+use super::framing::{frame, FrameDecoder, FrameSink, SendRefused};
 use super::seal::PeerKey;
 use super::PeerError;
 use crate::metrics::Metrics;
@@ -46,8 +54,8 @@ use crate::proto::peer::{
     peer_envelope::Body, Error as PeerErrorBody, ErrorCode, PeerEnvelope, PROTOCOL_VERSION,
 };
 
-/// Frames queued for one peer connection at most (messages beyond are dropped).
-const QUEUE_FRAMES: usize = 8_192;
+/// Bytes that may wait for one peer connection (sends beyond are refused).
+const BACKLOG_BYTES: usize = 256 * 1024 * 1024;
 /// How long opening a connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -89,8 +97,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     pending: Pending,
     next_id: AtomicU64,
-    /// The writer queue of each peer's outbound connection.
-    links: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
+    /// Each peer's outbound connection.
+    links: Mutex<HashMap<String, Arc<Link>>>,
     stopped: AtomicBool,
     shutdown: CancellationToken,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -201,42 +209,104 @@ impl Transport {
     }
 }
 
-impl Inner {
-    fn seal(&self, frame: Vec<u8>) -> Bytes {
-        Bytes::from(match &self.config.key {
-            Some(key) => key.seal(&frame),
-            None => frame,
-        })
+/// One peer's outbound connection: frames sent before it is open wait
+/// here, in order, and are written when it opens.
+#[derive(Default)]
+struct Link {
+    state: Mutex<LinkState>,
+    /// Wakes the link's task when frames wait for a connection.
+    waiting_frames: Notify,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// The open connection, if any.
+    sink: Option<Arc<FrameSink>>,
+    /// Frames waiting for a connection.
+    waiting: Vec<Bytes>,
+    waiting_bytes: usize,
+}
+
+impl Link {
+    fn send(&self, frame: Bytes) -> Result<(), PeerError> {
+        let mut state = self.state.lock();
+        if let Some(sink) = &state.sink {
+            match sink.send(frame.clone()) {
+                Ok(()) => return Ok(()),
+                Err(SendRefused::Full) => return Err(PeerError::Overloaded),
+                // Broken: wait for the next connection, which the link's task opens.
+                Err(SendRefused::Closed) => state.sink = None,
+            }
+        }
+        if state.waiting_bytes + frame.len() > BACKLOG_BYTES {
+            return Err(PeerError::Overloaded);
+        }
+        state.waiting_bytes += frame.len();
+        state.waiting.push(frame);
+        drop(state);
+        self.waiting_frames.notify_one();
+        Ok(())
     }
 
-    /// Queues one envelope for `node`, opening its connection if needed.
+    /// Hands the frames waiting so far to `sink` and makes it the link's
+    /// connection (under the lock, so no frame overtakes them).
+    fn open(&self, sink: &Arc<FrameSink>) {
+        let mut state = self.state.lock();
+        sink.preload(state.waiting.drain(..));
+        state.waiting_bytes = 0;
+        state.sink = Some(Arc::clone(sink));
+    }
+
+    /// Forgets the connection and drops what waits for it (the callers time out).
+    fn close(&self) -> usize {
+        let mut state = self.state.lock();
+        state.sink = None;
+        state.waiting_bytes = 0;
+        std::mem::take(&mut state.waiting).len()
+    }
+
+    fn has_waiting(&self) -> bool {
+        !self.state.lock().waiting.is_empty()
+    }
+}
+
+impl Inner {
+    /// One envelope, sealed and framed for the wire.
+    fn wire(&self, correlation: u64, body: Body) -> Bytes {
+        let payload = envelope(correlation, &self.config.node_address, body);
+        match &self.config.key {
+            Some(key) => frame(&key.seal(&payload)),
+            None => frame(&payload),
+        }
+    }
+
+    /// Sends one envelope to `node`, opening its connection if needed.
     fn send(self: &Arc<Self>, node: &str, correlation: u64, body: Body) -> Result<(), PeerError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(PeerError::Stopped);
         }
-        let frame = self.seal(envelope(correlation, &self.config.node_address, body));
-        let mut links = self.links.lock();
-        let queue = links.entry(node.to_string()).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-            self.runtime
-                .spawn(run_link(Arc::clone(self), node.to_string(), rx));
-            tx
-        });
-        match queue.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(PeerError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                links.remove(node);
-                Err(PeerError::Stopped)
-            }
-        }
+        let frame = self.wire(correlation, body);
+        let link = {
+            let mut links = self.links.lock();
+            let link = links.entry(node.to_string()).or_insert_with(|| {
+                let link = Arc::new(Link::default());
+                self.runtime.spawn(run_link(
+                    Arc::clone(self),
+                    node.to_string(),
+                    Arc::clone(&link),
+                ));
+                link
+            });
+            Arc::clone(link)
+        };
+        let length = frame.len();
+        link.send(frame)?;
+        self.count_out(length);
+        Ok(())
     }
 
-    fn codec(&self) -> LengthDelimitedCodec {
-        LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .max_frame_length(self.config.max_message_bytes)
-            .new_codec()
+    fn decoder(&self) -> FrameDecoder {
+        FrameDecoder::new(self.config.max_message_bytes)
     }
 
     /// Opens a frame from the wire: `None` if it is not sealed with the cluster key.
@@ -257,91 +327,74 @@ impl Inner {
         self.metrics.peer_bytes_sent.inc_by(bytes as u64);
     }
 
-    fn error_frame(&self, correlation: u64, code: ErrorCode, message: &str) -> Bytes {
-        self.seal(envelope(
-            correlation,
-            &self.config.node_address,
-            Body::Error(PeerErrorBody {
-                code: code as i32,
-                message: message.to_string(),
-            }),
-        ))
+    /// Answers on an inbound connection (dropped if the connection is gone
+    /// or its backlog is full; the asking peer times out).
+    fn answer(&self, sink: &FrameSink, correlation: u64, body: Body) {
+        let frame = self.wire(correlation, body);
+        let length = frame.len();
+        match sink.send(frame) {
+            Ok(()) => self.count_out(length),
+            Err(refused) => debug!(?refused, "peer response dropped"),
+        }
+    }
+
+    fn answer_error(&self, sink: &FrameSink, correlation: u64, code: ErrorCode, message: &str) {
+        let body = Body::Error(PeerErrorBody {
+            code: code as i32,
+            message: message.to_string(),
+        });
+        self.answer(sink, correlation, body);
     }
 }
 
-/// The outbound connection to one peer: writes what is queued for it,
-/// reconnecting as needed, and hands the responses read back to their
-/// callers. Frames queued while the peer cannot be reached are dropped
-/// (their callers time out).
-async fn run_link(inner: Arc<Inner>, node: String, mut queue: mpsc::Receiver<Bytes>) {
+/// Keeps one peer's outbound connection: opens it when frames wait,
+/// writes what senders could not, hands the responses read back to their
+/// callers, and reopens it after it breaks. Frames waiting while the peer
+/// cannot be reached are dropped (their callers time out).
+async fn run_link(inner: Arc<Inner>, node: String, link: Arc<Link>) {
     let address = address_of(&node, inner.config.peer_port);
     let shutdown = inner.shutdown.clone();
     loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            frame = queue.recv() => match frame {
-                Some(frame) => frame,
-                None => return,
-            },
-        };
+        while !link.has_waiting() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = link.waiting_frames.notified() => {}
+            }
+        }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                debug!(peer = %node, error = %e, "cannot connect to peer; message dropped");
+                let dropped = link.close();
+                debug!(peer = %node, error = %e, dropped, "cannot connect to peer; messages dropped");
                 continue;
             }
             Err(_) => {
-                debug!(peer = %node, "connecting to peer timed out; message dropped");
+                let dropped = link.close();
+                debug!(peer = %node, dropped, "connecting to peer timed out; messages dropped");
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let mut sink = FramedWrite::new(write, inner.codec());
-        let closed = CancellationToken::new();
+        let sink = Arc::new(FrameSink::new(write, BACKLOG_BYTES));
+        let closed = shutdown.child_token();
         let responses = tokio::spawn(read_responses(
             Arc::clone(&inner),
             node.clone(),
-            FramedRead::new(read, inner.codec()),
+            FramedRead::new(read, inner.decoder()),
             closed.clone(),
         ));
-        let mut next = Some(first);
-        let broken = loop {
-            let Some(frame) = next.take() else {
-                break false;
-            };
-            inner.count_out(frame.len());
-            if sink.feed(frame).await.is_err() {
-                break true;
-            }
-            // Batch whatever else is queued into one flush.
-            while let Ok(frame) = queue.try_recv() {
-                inner.count_out(frame.len());
-                if sink.feed(frame).await.is_err() {
-                    break;
-                }
-            }
-            if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
-                break true;
-            }
-            next = tokio::select! {
-                _ = shutdown.cancelled() => None,
-                frame = queue.recv() => frame,
-                _ = closed.cancelled() => {
-                    // The peer closed the connection: reconnect on the next frame.
-                    break true;
-                }
-            };
-            if next.is_none() {
-                break false;
-            }
-        };
+        link.open(&sink);
+        if let Err(e) = sink.flush_until_closed(&closed).await {
+            debug!(peer = %node, error = %e, "writing to peer failed");
+        }
         responses.abort();
-        if !broken {
+        link.close();
+        if shutdown.is_cancelled() {
             return;
         }
-        debug!(peer = %node, "peer connection broken; reconnecting on the next message");
+        debug!(peer = %node, "peer connection closed; reopening on the next message");
     }
 }
 
@@ -349,7 +402,7 @@ async fn run_link(inner: Arc<Inner>, node: String, mut queue: mpsc::Receiver<Byt
 async fn read_responses(
     inner: Arc<Inner>,
     node: String,
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+    mut frames: FramedRead<OwnedReadHalf, FrameDecoder>,
     closed: CancellationToken,
 ) {
     // Tells the writer when the connection is gone, however this ends.
@@ -396,38 +449,28 @@ async fn accept_peers(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-/// Serves the requests arriving on one inbound connection: each is handled
-/// in its own task (a slow prepare does not hold up a heartbeat), and the
-/// responses go back over the same connection.
+/// Serves the requests arriving on one inbound connection. A request whose
+/// handler finishes without waiting is answered in place; one that waits
+/// (a prepare writing to storage) goes on in its own task, so it does not
+/// hold up the requests behind it. Answers go back over the same
+/// connection.
 async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
     let (read, write) = stream.into_split();
-    let mut frames = FramedRead::new(read, inner.codec());
-    let (responses, mut outbox) = mpsc::channel::<Bytes>(QUEUE_FRAMES);
-    let writer = {
-        let inner = Arc::clone(&inner);
+    let mut frames = FramedRead::new(read, inner.decoder());
+    let sink = Arc::new(FrameSink::new(write, BACKLOG_BYTES));
+    let closed = inner.shutdown.child_token();
+    let flusher = {
+        let (sink, closed) = (Arc::clone(&sink), closed.clone());
         tokio::spawn(async move {
-            let mut sink = FramedWrite::new(write, inner.codec());
-            while let Some(frame) = outbox.recv().await {
-                inner.count_out(frame.len());
-                if sink.feed(frame).await.is_err() {
-                    return;
-                }
-                while let Ok(frame) = outbox.try_recv() {
-                    inner.count_out(frame.len());
-                    if sink.feed(frame).await.is_err() {
-                        return;
-                    }
-                }
-                if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
-                    return;
-                }
+            if let Err(e) = sink.flush_until_closed(&closed).await {
+                debug!(error = %e, "writing to a peer failed");
             }
+            closed.cancel();
         })
     };
-    let shutdown = inner.shutdown.clone();
     loop {
         let frame = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
             frame = frames.next() => frame,
         };
         let frame = match frame {
@@ -448,49 +491,45 @@ async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
             Ok(message) => message,
             Err(e) => {
                 warn!(error = %e, "undecodable peer message");
-                let _ = responses.try_send(inner.error_frame(
-                    0,
-                    ErrorCode::Malformed,
-                    &format!("undecodable message: {e}"),
-                ));
+                let reason = format!("undecodable message: {e}");
+                inner.answer_error(&sink, 0, ErrorCode::Malformed, &reason);
                 continue;
             }
         };
+        let correlation = message.correlation_id;
         if message.protocol_version != PROTOCOL_VERSION {
-            let _ = responses.try_send(inner.error_frame(
-                message.correlation_id,
-                ErrorCode::VersionMismatch,
-                &format!(
-                    "this node speaks peer protocol {PROTOCOL_VERSION}, not {}",
-                    message.protocol_version
-                ),
-            ));
+            let reason = format!(
+                "this node speaks peer protocol {PROTOCOL_VERSION}, not {}",
+                message.protocol_version
+            );
+            inner.answer_error(&sink, correlation, ErrorCode::VersionMismatch, &reason);
             continue;
         }
         let Some(body) = message.body else {
-            let _ = responses.try_send(inner.error_frame(
-                message.correlation_id,
-                ErrorCode::Malformed,
-                "empty message",
-            ));
+            inner.answer_error(&sink, correlation, ErrorCode::Malformed, "empty message");
             continue;
         };
-        let (inner, responses) = (Arc::clone(&inner), responses.clone());
-        let correlation = message.correlation_id;
-        let sender = message.sender;
-        tokio::spawn(async move {
-            let response = (inner.handler)(sender, body).await;
+        let mut handling = (inner.handler)(message.sender, body);
+        // One poll here: most requests finish in it, without a task of their own.
+        let first = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await;
+        let answer = move |inner: &Inner, sink: &FrameSink, response: Option<Body>| {
             if let (Some(body), true) = (response, correlation != 0) {
-                let frame = inner.seal(envelope(correlation, &inner.config.node_address, body));
-                if responses.try_send(frame).is_err() {
-                    debug!("peer response dropped (connection gone or queue full)");
-                }
+                inner.answer(sink, correlation, body);
             }
-        });
+        };
+        match first {
+            Poll::Ready(response) => answer(&inner, &sink, response),
+            Poll::Pending => {
+                let (inner, sink) = (Arc::clone(&inner), Arc::clone(&sink));
+                tokio::spawn(async move {
+                    let response = handling.await;
+                    answer(&inner, &sink, response);
+                });
+            }
+        }
     }
-    drop(responses);
-    // Let queued responses drain; the writer ends when every sender is gone.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    closed.cancel();
+    let _ = flusher.await;
 }
 
 #[cfg(test)]

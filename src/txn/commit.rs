@@ -34,6 +34,7 @@ use super::keys::{
 use super::outcome::Outcome;
 use super::publish::Publication;
 use super::record::{encode_commit, encode_intent, Decision};
+use super::remote::PrepareRequest;
 use super::transaction::Phase;
 use super::TxnError;
 use crate::meta::{CommitMeta, Version, VersionedKey};
@@ -718,20 +719,26 @@ impl Engine {
                 reason: "no peer layer configured".into(),
             });
         };
+        let ship_up_to = self.config.ship_values_up_to;
+        let local_bytes: usize = plan.local.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let coordinator_values: Vec<(String, Bytes)> = if local_bytes <= ship_up_to {
+            plan.local
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for (node, exclude) in &plan.participants {
-            let (remote, node, exclude, tid) = (
-                Arc::clone(remote),
-                node.clone(),
-                exclude.clone(),
-                tid.to_string(),
-            );
-            let ship_up_to = self.config.ship_values_up_to;
-            tasks.spawn(async move {
-                remote
-                    .prepare(&node, &tid, timestamp, &exclude, ship_up_to)
-                    .await
-            });
+            let request = PrepareRequest {
+                timestamp,
+                exclude: exclude.clone(),
+                ship_up_to,
+                coordinator_values: coordinator_values.clone(),
+            };
+            let (remote, node, tid) = (Arc::clone(remote), node.clone(), tid.to_string());
+            tasks.spawn(async move { remote.prepare(&node, &tid, &request).await });
         }
         let mut written = Vec::new();
         let mut reads = Vec::new();

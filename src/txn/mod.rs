@@ -29,7 +29,7 @@ pub use outcome::{Outcome, OutcomeLog};
 pub use record::{
     decode_commit_record, decode_decision, decode_intent, Decision, COMMIT_RECORD_FORMAT,
 };
-pub use remote::{PreparedVote, Remote, UpstreamState};
+pub use remote::{PrepareRequest, PreparedVote, Remote, UpstreamState};
 pub use transaction::{Phase, Transaction};
 
 use std::collections::BTreeMap;

@@ -13,10 +13,10 @@ use super::engine::Engine;
 use super::keys::data_key_for_tid;
 use super::outcome::Outcome;
 use super::record::Decision;
-use super::remote::{PreparedVote, UpstreamState};
+use super::remote::{PrepareRequest, PreparedVote, UpstreamState};
 use super::transaction::Phase;
 use super::TxnError;
-use crate::meta::CommitMeta;
+use crate::meta::{CommitMeta, VersionedKey};
 
 impl Engine {
     /// What this node knows of running transaction `tid`, for a node
@@ -39,6 +39,21 @@ impl Engine {
         for key in txn.writes.keys() {
             buffered.insert(key.clone(), me.clone());
         }
+        // Values go along while they fit the ship-values budget.
+        let mut budget = self.config.ship_values_up_to;
+        let mut buffered_values = Vec::new();
+        let known = txn.writes.iter().chain(
+            txn.upstream_values
+                .iter()
+                .filter(|(key, _)| !txn.writes.contains_key(*key)),
+        );
+        for (key, value) in known {
+            let size = key.len() + value.len();
+            if size <= budget {
+                budget -= size;
+                buffered_values.push((key.clone(), value.clone()));
+            }
+        }
         let mut upstream_nodes = txn.upstream.clone();
         if !upstream_nodes.contains(&me) {
             upstream_nodes.push(me);
@@ -55,6 +70,7 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             buffered: buffered.into_iter().collect(),
+            buffered_values,
             upstream_nodes,
             start_ts: txn.start_ts,
             doomed: txn.doomed.clone(),
@@ -82,10 +98,14 @@ impl Engine {
     pub async fn prepare(
         &self,
         tid: &str,
-        timestamp: u64,
-        exclude: &[String],
-        ship_up_to: usize,
+        request: PrepareRequest,
     ) -> Result<PreparedVote, TxnError> {
+        let PrepareRequest {
+            timestamp,
+            exclude,
+            ship_up_to,
+            coordinator_values,
+        } = request;
         self.clock.observe(timestamp);
         let slot = self.slot(tid)?;
         let reads_of =
@@ -144,6 +164,7 @@ impl Engine {
                     at: Instant::now(),
                     keys: Vec::new(),
                     shipped,
+                    coordinator_values,
                 };
                 debug!(tid = %tid, keys = mine.len(), bytes, "prepared; values go with the vote");
                 return Ok(PreparedVote {
@@ -173,6 +194,7 @@ impl Engine {
             at: Instant::now(),
             keys: keys.clone(),
             shipped: Vec::new(),
+            coordinator_values,
         };
         debug!(tid = %tid, keys = keys.len(), "prepared");
         Ok(PreparedVote {
@@ -246,12 +268,39 @@ impl Engine {
             if !meta.write_set.is_empty() && self.index.install(meta) {
                 new += 1;
             }
-            let prepared_here = self
-                .txns
-                .lock()
-                .get(meta.tid.as_ref())
-                .is_some_and(|slot| matches!(slot.lock().phase, Phase::Prepared { .. }));
-            if prepared_here {
+            let slot = self.txns.lock().get(meta.tid.as_ref()).cloned();
+            let contribution = slot.and_then(|slot| {
+                let txn = slot.lock();
+                match &txn.phase {
+                    Phase::Prepared {
+                        keys,
+                        shipped,
+                        coordinator_values,
+                        ..
+                    } => Some(
+                        keys.iter()
+                            .chain(shipped)
+                            .filter_map(|k| txn.writes.get(k).map(|v| (k.clone(), v.clone())))
+                            .chain(coordinator_values.iter().cloned())
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => None,
+                }
+            });
+            if let Some(values) = contribution {
+                // What the DAG wrote is what its next functions here will
+                // most likely read: keep this node's part and the
+                // coordinator's, at the committed version.
+                let version = meta.version();
+                for (key, value) in values {
+                    self.cache.insert(
+                        VersionedKey {
+                            key: Arc::from(key.as_str()),
+                            version: version.clone(),
+                        },
+                        Some(value),
+                    );
+                }
                 self.finish(
                     &meta.tid,
                     Outcome::Committed {

@@ -211,7 +211,10 @@ impl Engine {
                 continue;
             }
             if let Some(node) = txn.upstream_writes.get(key) {
-                plans.push(ReadPlan::Upstream(node.clone()));
+                plans.push(match txn.upstream_values.get(key) {
+                    Some(value) => ReadPlan::Ready(Some(value.clone()), ReadSource::Buffer),
+                    None => ReadPlan::Upstream(node.clone()),
+                });
                 continue;
             }
             if let Some(version) = txn.reads.get(key) {

@@ -20,6 +20,8 @@ pub struct UpstreamState {
     pub lower: Vec<(String, Version)>,
     /// Keys buffered upstream, with the node that buffers each.
     pub buffered: Vec<(String, String)>,
+    /// Values of some keys of `buffered` (read without asking their node).
+    pub buffered_values: Vec<(String, Bytes)>,
     /// Every node upstream that holds buffered writes (commit participants).
     pub upstream_nodes: Vec<String>,
     /// When the transaction started on its first node (wall clock, microseconds).
@@ -40,12 +42,33 @@ impl UpstreamState {
         txn.reads = self.reads.into_iter().collect();
         txn.lower = self.lower.into_iter().collect();
         txn.upstream_writes = self.buffered.into_iter().collect();
+        txn.upstream_values = self
+            .buffered_values
+            .into_iter()
+            .filter(|(key, _)| txn.upstream_writes.contains_key(key))
+            .collect();
         txn.upstream = self.upstream_nodes;
         if !txn.upstream.iter().any(|n| n == upstream) {
             txn.upstream.push(upstream.to_string());
         }
         txn
     }
+}
+
+/// Phase one as a coordinator asks it of one participant.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareRequest {
+    /// The commit's timestamp.
+    pub timestamp: u64,
+    /// Keys the participant must neither persist nor ship: the DAG's latest
+    /// write of them is on another node.
+    pub exclude: Vec<String>,
+    /// The participant returns its values in the vote instead of persisting
+    /// them if they add up to at most this many bytes (0: always persist).
+    pub ship_up_to: usize,
+    /// The coordinator's own writes, which the participant caches at the
+    /// commit's version once it learns the commit (empty: none sent).
+    pub coordinator_values: Vec<(String, Bytes)>,
 }
 
 /// A participant's vote for a commit: what it persisted and what the
@@ -83,17 +106,15 @@ pub trait Remote: Send + Sync + 'static {
     ) -> Result<Option<Bytes>, TxnError>;
 
     /// Phase one of the commit on `node`: its vote, with the values `tid`
-    /// buffered there except for `exclude`, either persisted there (their
-    /// keys; `Ok` means durable) or, if they add up to at most
-    /// `ship_up_to` bytes, returned for the coordinator to write. Also
-    /// returns what the transaction read there.
+    /// buffered there except for `request.exclude`, either persisted there
+    /// (their keys; `Ok` means durable) or, if they add up to at most
+    /// `request.ship_up_to` bytes, returned for the coordinator to write.
+    /// Also returns what the transaction read there.
     async fn prepare(
         &self,
         node: &str,
         tid: &str,
-        timestamp: u64,
-        exclude: &[String],
-        ship_up_to: usize,
+        request: &PrepareRequest,
     ) -> Result<PreparedVote, TxnError>;
 
     /// Tells `node` how `tid` ended: `Some(commit)` = committed (with the

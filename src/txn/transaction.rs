@@ -30,6 +30,8 @@ pub enum Phase {
         /// The keys whose values it returned in its vote instead (the
         /// coordinator writes them; nothing of them is stored here).
         shipped: Vec<String>,
+        /// The coordinator's writes, cached here once the commit is known.
+        coordinator_values: Vec<(String, Bytes)>,
     },
 }
 
@@ -66,6 +68,9 @@ pub struct Transaction {
     pub upstream: Vec<String>,
     /// Keys buffered on upstream nodes, by node.
     pub upstream_writes: BTreeMap<String, String>,
+    /// Values of keys in `upstream_writes` that came with the upstream
+    /// state (read here without asking their node).
+    pub upstream_values: BTreeMap<String, Bytes>,
     /// Every (node, incarnation) the transaction is known to have been on.
     pub visited: Vec<(String, u64)>,
     /// Last client activity (for the lease).
@@ -88,6 +93,7 @@ impl Transaction {
             plain_values: BTreeMap::new(),
             upstream: Vec::new(),
             upstream_writes: BTreeMap::new(),
+            upstream_values: BTreeMap::new(),
             visited: Vec::new(),
             last_active: Instant::now(),
         }
@@ -161,10 +167,15 @@ impl Transaction {
             self.doom(reason);
         }
         self.note_visits(state.visited);
+        let mut values: BTreeMap<String, Bytes> = state.buffered_values.into_iter().collect();
         for (key, node) in state.buffered {
-            if !self.writes.contains_key(&key) {
-                self.upstream_writes.entry(key).or_insert(node);
+            if self.writes.contains_key(&key) || self.upstream_writes.contains_key(&key) {
+                continue;
             }
+            if let Some(value) = values.remove(&key) {
+                self.upstream_values.insert(key.clone(), value);
+            }
+            self.upstream_writes.insert(key, node);
         }
         let conflicts = super::read_rule::merge_reads(&mut self.reads, state.reads);
         for (key, version) in state.lower {

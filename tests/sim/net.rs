@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aft::meta::CommitMeta;
 use aft::peer::codec::{commit_to_proto, state_to_proto};
-use aft::txn::{Engine, PreparedVote, Remote, TxnError, UpstreamState};
+use aft::txn::{Engine, PrepareRequest, PreparedVote, Remote, TxnError, UpstreamState};
 use async_trait::async_trait;
 use bytes::Bytes;
 use prost::Message;
@@ -191,15 +191,20 @@ impl Remote for SimRemote {
         &self,
         node: &str,
         tid: &str,
-        timestamp: u64,
-        exclude: &[String],
-        ship_up_to: usize,
+        request: &PrepareRequest,
     ) -> Result<PreparedVote, TxnError> {
-        let (t, x) = (tid.to_string(), exclude.to_vec());
-        let bytes = tid.len() + 24 + exclude.iter().map(String::len).sum::<usize>();
+        let (t, r) = (tid.to_string(), request.clone());
+        let bytes = tid.len()
+            + 24
+            + request.exclude.iter().map(String::len).sum::<usize>()
+            + request
+                .coordinator_values
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
         self.call(node, "prepare", bytes, PREPARE_TIMEOUT, tid, move |e| {
-            let (t, x) = (t.clone(), x.clone());
-            async move { e.prepare(&t, timestamp, &x, ship_up_to).await }
+            let (t, r) = (t.clone(), r.clone());
+            async move { e.prepare(&t, r).await }
         })
         .await
     }
