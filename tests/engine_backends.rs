@@ -134,3 +134,21 @@ async fn redis_cluster() {
     )
     .await;
 }
+
+#[cfg(feature = "dynamodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb() {
+    let server = support::aws::MotoServer::start();
+    let url = server.url("aft-engine");
+    support::aws::prepare_store(&url).await;
+    exercise(open(&url, StorageOptions::default()).await.unwrap()).await;
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3() {
+    let server = support::aws::SeaweedFs::start();
+    let url = server.url("aft-engine");
+    support::aws::prepare_store(&url).await;
+    exercise(open(&url, StorageOptions::default()).await.unwrap()).await;
+}

@@ -63,6 +63,7 @@ conformance!(
     put_if_absent_writes_once,
     put_many_if_absent_is_guarded,
     guarded_batch_with_merges,
+    large_guarded_batch,
 );
 
 conformance!(
@@ -78,6 +79,7 @@ conformance!(
     put_if_absent_writes_once,
     put_many_if_absent_is_guarded,
     guarded_batch_with_merges,
+    large_guarded_batch,
 );
 
 conformance!(
@@ -93,6 +95,7 @@ conformance!(
     put_if_absent_writes_once,
     put_many_if_absent_is_guarded,
     guarded_batch_with_merges,
+    large_guarded_batch,
 );
 
 /// The whole suite on one real 3-master cluster (starting one costs ~1 s).

@@ -22,9 +22,12 @@ pub struct Cli {
     /// The IPC directory as executors name it in reply addresses (their mount point).
     #[arg(long, env = "AFT_CLIENT_IPC_DIR")]
     pub client_ipc_dir: Option<String>,
-    /// Storage URL: file://PATH, redis://HOST:PORT, redis+cluster://H1:P1,H2:P2, anna://HOST[:PORT].
+    /// Storage URL: file://PATH, redis://HOST:PORT, redis+cluster://H1:P1,H2:P2, anna://HOST[:PORT], dynamodb://TABLE?region=R, s3://BUCKET[/PREFIX]?region=R.
     #[arg(long, env = "AFT_STORAGE")]
     pub storage: Option<String>,
+    /// Create the DynamoDB table or S3 bucket named by --storage if it is missing, then start.
+    #[arg(long, env = "AFT_CREATE_STORAGE")]
+    pub create_storage: bool,
     /// Directory of the embedded store when --storage is not given.
     #[arg(long, env = "AFT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -155,6 +158,7 @@ pub struct FileConfig {
     pub socket_group: Option<u32>,
     pub allow_tcp_replies: Option<bool>,
     pub allow_world_writable_ipc_dir: Option<bool>,
+    pub create_storage: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
     pub peer_mode: Option<String>,
     pub peer_port: Option<u16>,
@@ -196,6 +200,7 @@ pub struct Settings {
     pub socket_group: Option<u32>,
     pub allow_tcp_replies: bool,
     pub allow_world_writable_ipc_dir: bool,
+    pub create_storage: bool,
     pub shutdown_grace: Duration,
     pub peers: Option<PeerSettings>,
     pub decision_timeout: Duration,
@@ -410,6 +415,7 @@ impl Settings {
             allow_tcp_replies: cli.allow_tcp_replies || file.allow_tcp_replies.unwrap_or(false),
             allow_world_writable_ipc_dir: cli.allow_world_writable_ipc_dir
                 || file.allow_world_writable_ipc_dir.unwrap_or(false),
+            create_storage: cli.create_storage || file.create_storage.unwrap_or(false),
             shutdown_grace: Duration::from_secs(
                 cli.shutdown_grace_secs
                     .or(file.shutdown_grace_secs)

@@ -14,7 +14,7 @@ use aft::storage::{open, redact, StorageOptions};
 use aft::txn::{Engine, EngineConfig};
 use anyhow::Context as _;
 use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use config::{Cli, Settings};
@@ -68,11 +68,29 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         call_timeout: settings.storage_timeout,
         connect_timeout: settings.storage_timeout,
     };
+    if settings.create_storage {
+        runtime
+            .block_on(aft::storage::create(&settings.storage, storage_options.clone()))
+            .with_context(|| format!("cannot create storage `{}`", redact(&settings.storage)))?;
+    }
     let storage = runtime
         .block_on(open(&settings.storage, storage_options))
         .with_context(|| format!("storage `{}` is unavailable", redact(&settings.storage)))?;
     let storage = aft::storage::Metered::wrap(storage, metrics.clone());
     info!(storage = %storage.describe(), node = %settings.node_address, "storage opened");
+    let mut settings = settings;
+    if let Some(limit) = storage.value_limit() {
+        // Leave room for the one byte a first write's saved base adds.
+        let fits = limit.saturating_sub(1);
+        if settings.max_value_bytes > fits {
+            warn!(
+                configured = settings.max_value_bytes,
+                storage_limit = fits,
+                "--max-value-bytes is above what this store can hold; larger values are refused with VALUE_TOO_LARGE at the put"
+            );
+            settings.max_value_bytes = fits;
+        }
+    }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(addr) = &settings.metrics_addr {
         let bound = runtime.block_on(http::serve(

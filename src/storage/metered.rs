@@ -154,6 +154,14 @@ impl Storage for Metered {
         self.inner.atomic_batches()
     }
 
+    fn atomic_batch_fits(&self, items: usize, bytes: usize) -> bool {
+        self.inner.atomic_batch_fits(items, bytes)
+    }
+
+    fn value_limit(&self) -> Option<usize> {
+        self.inner.value_limit()
+    }
+
     fn conditional_writes(&self) -> bool {
         self.inner.conditional_writes()
     }

@@ -2,10 +2,16 @@
 //!
 //! The engine talks to storage only through [`Storage`]. Backends are chosen
 //! by URL ([`open`]): `file://PATH` (embedded, the default), `redis://host:port`,
-//! `redis+cluster://h1:p1,h2:p2`, and `memory://` (tests and benchmarks only). Every backend passes the same conformance
-//! suite (`tests/storage_conformance.rs`).
+//! `redis+cluster://h1:p1,h2:p2`, `anna://host`, `dynamodb://TABLE` and
+//! `s3://BUCKET` (cargo features `dynamodb` and `s3`, on by default), and
+//! `memory://` (tests and benchmarks only). Every backend passes the same
+//! conformance suite (`tests/storage_conformance.rs`).
 
 mod anna;
+#[cfg(any(feature = "dynamodb", feature = "s3"))]
+pub mod aws;
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
 mod embedded;
 mod error;
 mod lww;
@@ -14,9 +20,13 @@ mod metered;
 mod redis_cluster;
 mod redis_common;
 mod redis_single;
+#[cfg(feature = "s3")]
+mod s3;
 mod url;
 
 pub use anna::AnnaStorage;
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{DynamoStorage, VALUE_LIMIT as DYNAMODB_VALUE_LIMIT};
 pub use embedded::EmbeddedStorage;
 pub use error::StorageError;
 pub use lww::lww_timestamp;
@@ -24,8 +34,11 @@ pub use memory::MemoryStorage;
 pub use metered::Metered;
 pub use redis_cluster::RedisClusterStorage;
 pub use redis_single::RedisStorage;
+#[cfg(feature = "s3")]
+pub use s3::S3Storage;
 pub use url::{
-    open, redact, StorageOptions, StorageUrl, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_VALUE_BYTES,
+    create, open, redact, AwsLocation, StorageOptions, StorageUrl, DEFAULT_CALL_TIMEOUT,
+    DEFAULT_MAX_VALUE_BYTES,
 };
 
 use async_trait::async_trait;
@@ -116,19 +129,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         guard: &[u8],
         entries: &[Entry],
     ) -> Result<bool, StorageError> {
-        let Some((_, guard_value)) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
-            return Err(StorageError::backend(
-                "put_many_if_absent",
-                "the guard key is not among the entries",
-            ));
-        };
-        let others: Vec<Entry> = entries
-            .iter()
-            .filter(|(k, _)| k.as_slice() != guard)
-            .cloned()
-            .collect();
-        self.put_many(&others).await?;
-        self.put_if_absent(guard, guard_value).await
+        put_many_then_guard(self, guard, entries).await
     }
 
     /// [`Storage::put_many_if_absent`], then, only if it wrote, the LWW
@@ -172,9 +173,52 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// Whether a guarded batch of `items` entries and merges holding `bytes`
+    /// bytes of values is applied as one atomic step: [`Storage::atomic_batches`]
+    /// within the backend's batch limits (DynamoDB's transactions take 100
+    /// items and 4 MB). The engine asks before each commit and takes the
+    /// non-atomic path (data first, record last) for a batch that does not
+    /// fit. Default: [`Storage::atomic_batches`], whatever the size.
+    fn atomic_batch_fits(&self, items: usize, bytes: usize) -> bool {
+        let _ = (items, bytes);
+        self.atomic_batches()
+    }
+
+    /// The largest value the backend itself can hold, when that is below
+    /// what it was configured with (a DynamoDB item holds 400 KB); `None`:
+    /// the configured limit applies. Values over it fail with
+    /// [`StorageError::ValueTooLarge`].
+    fn value_limit(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether [`Storage::put_if_absent`] is atomic against every other
     /// writer of the key. Default: yes; Anna has no conditional write.
     fn conditional_writes(&self) -> bool {
         true
     }
+}
+
+/// The non-atomic guarded batch: every entry but the guard with
+/// [`Storage::put_many`], then the guard with [`Storage::put_if_absent`]
+/// (the default of [`Storage::put_many_if_absent`], and what backends whose
+/// atomic batches are bounded do with a batch over the bound).
+pub async fn put_many_then_guard<S: Storage + ?Sized>(
+    storage: &S,
+    guard: &[u8],
+    entries: &[Entry],
+) -> Result<bool, StorageError> {
+    let Some((_, guard_value)) = entries.iter().find(|(k, _)| k.as_slice() == guard) else {
+        return Err(StorageError::backend(
+            "put_many_if_absent",
+            "the guard key is not among the entries",
+        ));
+    };
+    let others: Vec<Entry> = entries
+        .iter()
+        .filter(|(k, _)| k.as_slice() != guard)
+        .cloned()
+        .collect();
+    storage.put_many(&others).await?;
+    storage.put_if_absent(guard, guard_value).await
 }

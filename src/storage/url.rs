@@ -90,6 +90,71 @@ pub enum StorageUrl {
     /// `anna://routing-host[:port]`: Anna KVS through its routing node
     /// (port 6450 by default); holds `routing-host[:port]`.
     Anna(String),
+    /// `dynamodb://TABLE?region=R[&endpoint=URL]`: an AWS DynamoDB table.
+    DynamoDb {
+        /// The table.
+        table: String,
+        /// Region and endpoint.
+        location: AwsLocation,
+    },
+    /// `s3://BUCKET[/PREFIX]?region=R[&endpoint=URL]`: objects in an S3
+    /// bucket, under `PREFIX/` if given.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// Key prefix inside the bucket (empty, or ending in `/`).
+        prefix: String,
+        /// Region and endpoint.
+        location: AwsLocation,
+    },
+}
+
+/// Where an AWS backend lives. Credentials are never part of it: they come
+/// from the standard AWS chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsLocation {
+    /// The region (`None`: from the AWS chain, e.g. `AWS_REGION`).
+    pub region: Option<String>,
+    /// An endpoint other than AWS's own (a local emulator, a VPC endpoint).
+    pub endpoint: Option<String>,
+}
+
+/// Splits `NAME[/PATH]?region=R&endpoint=URL` (the part after the scheme)
+/// into the name, the path and the location; refuses credentials and
+/// unknown parameters.
+fn parse_aws(rest: &str, what: &str) -> Result<(String, String, AwsLocation), String> {
+    let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if target.contains('@') {
+        return Err(
+            "credentials never go in the URL: they come from the AWS chain (environment, profile, web identity, instance metadata)"
+                .into(),
+        );
+    }
+    let (name, path) = target.split_once('/').unwrap_or((target, ""));
+    if name.is_empty() {
+        return Err(format!("needs a {what} name"));
+    }
+    let mut location = AwsLocation::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| format!("parameter `{key}` is not UTF-8"))?
+            .into_owned();
+        if value.is_empty() {
+            return Err(format!("parameter `{key}` has no value"));
+        }
+        match key {
+            "region" => location.region = Some(value),
+            "endpoint" => location.endpoint = Some(value),
+            other => {
+                return Err(format!(
+                    "unknown parameter `{other}` (expected region, endpoint)"
+                ))
+            }
+        }
+    }
+    Ok((name.to_string(), path.trim_matches('/').to_string(), location))
 }
 
 impl StorageUrl {
@@ -142,8 +207,48 @@ impl StorageUrl {
             }
             return Ok(StorageUrl::Anna(host.to_string()));
         }
+        if let Some(rest) = url.strip_prefix("dynamodb://") {
+            let (table, path, location) = parse_aws(rest, "table").map_err(|e| invalid(&e))?;
+            if !path.is_empty() {
+                return Err(invalid("dynamodb:// takes a table name, not a path"));
+            }
+            let valid = (3..=255).contains(&table.len())
+                && table
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+            if !valid {
+                return Err(invalid(
+                    "a DynamoDB table name is 3-255 characters of a-z, A-Z, 0-9, `_`, `-`, `.`",
+                ));
+            }
+            return Ok(StorageUrl::DynamoDb { table, location });
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, path, location) = parse_aws(rest, "bucket").map_err(|e| invalid(&e))?;
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+                && !bucket.starts_with(['-', '.'])
+                && !bucket.ends_with(['-', '.']);
+            if !valid {
+                return Err(invalid(
+                    "an S3 bucket name is a DNS name: 3-63 characters of a-z, 0-9, `-`, `.`",
+                ));
+            }
+            let prefix = if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}/")
+            };
+            return Ok(StorageUrl::S3 {
+                bucket,
+                prefix,
+                location,
+            });
+        }
         Err(invalid(
-            "unknown scheme (expected file://, redis://, redis+cluster://, memory://, anna://)",
+            "unknown scheme (expected file://, redis://, redis+cluster://, memory://, anna://, dynamodb://, s3://)",
         ))
     }
 }
@@ -172,6 +277,12 @@ pub async fn open(url: &str, options: StorageOptions) -> Result<Arc<dyn Storage>
             Arc::new(RedisClusterStorage::connect(&seeds, options).await?)
         }
         StorageUrl::Anna(host) => Arc::new(super::AnnaStorage::connect(&host, options).await?),
+        StorageUrl::DynamoDb { table, location } => dynamodb(url, &table, &location, options).await?,
+        StorageUrl::S3 {
+            bucket,
+            prefix,
+            location,
+        } => s3(url, &bucket, &prefix, &location, options).await?,
     };
     storage
         .ping()
@@ -181,6 +292,82 @@ pub async fn open(url: &str, options: StorageOptions) -> Result<Arc<dyn Storage>
             reason: e.to_string(),
         })?;
     Ok(storage)
+}
+
+/// Creates what the URL's backend stores into, if it is missing (a
+/// DynamoDB table with the expected key schema, an S3 bucket), and waits
+/// until it is usable. Other backends need nothing created: `Ok`.
+pub async fn create(url: &str, options: StorageOptions) -> Result<(), StorageError> {
+    match StorageUrl::parse(url)? {
+        #[cfg(feature = "dynamodb")]
+        StorageUrl::DynamoDb { table, location } => {
+            super::DynamoStorage::create(url, &table, &location, options).await
+        }
+        #[cfg(feature = "s3")]
+        StorageUrl::S3 {
+            bucket,
+            prefix,
+            location,
+        } => super::S3Storage::create(url, &bucket, &prefix, &location, options).await,
+        // Builds without a backend's feature: `open` says so.
+        #[cfg(not(feature = "dynamodb"))]
+        StorageUrl::DynamoDb { .. } => open(url, options).await.map(|_| ()),
+        #[cfg(not(feature = "s3"))]
+        StorageUrl::S3 { .. } => open(url, options).await.map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(feature = "dynamodb")]
+async fn dynamodb(
+    url: &str,
+    table: &str,
+    location: &AwsLocation,
+    options: StorageOptions,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    Ok(Arc::new(
+        super::DynamoStorage::connect(url, table, location, options).await?,
+    ))
+}
+
+#[cfg(not(feature = "dynamodb"))]
+async fn dynamodb(
+    url: &str,
+    _: &str,
+    _: &AwsLocation,
+    _: StorageOptions,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    Err(StorageError::InvalidUrl {
+        url: redact(url),
+        reason: "this build has no DynamoDB backend (cargo feature `dynamodb`)".into(),
+    })
+}
+
+#[cfg(feature = "s3")]
+async fn s3(
+    url: &str,
+    bucket: &str,
+    prefix: &str,
+    location: &AwsLocation,
+    options: StorageOptions,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    Ok(Arc::new(
+        super::S3Storage::connect(url, bucket, prefix, location, options).await?,
+    ))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn s3(
+    url: &str,
+    _: &str,
+    _: &str,
+    _: &AwsLocation,
+    _: StorageOptions,
+) -> Result<Arc<dyn Storage>, StorageError> {
+    Err(StorageError::InvalidUrl {
+        url: redact(url),
+        reason: "this build has no S3 backend (cargo feature `s3`)".into(),
+    })
 }
 
 #[cfg(test)]
@@ -204,6 +391,45 @@ mod tests {
                 "redis://b:2".into()
             ]))
         );
+    }
+
+    #[test]
+    fn parses_aws_urls_and_refuses_credentials_and_unknown_parameters() {
+        assert_eq!(
+            StorageUrl::parse("dynamodb://aft-data?region=eu-west-1&endpoint=http%3A%2F%2F127.0.0.1%3A8000").ok(),
+            Some(StorageUrl::DynamoDb {
+                table: "aft-data".into(),
+                location: AwsLocation {
+                    region: Some("eu-west-1".into()),
+                    endpoint: Some("http://127.0.0.1:8000".into()),
+                },
+            })
+        );
+        assert_eq!(
+            StorageUrl::parse("s3://aft-bucket/runs/a?endpoint=http://127.0.0.1:9000").ok(),
+            Some(StorageUrl::S3 {
+                bucket: "aft-bucket".into(),
+                prefix: "runs/a/".into(),
+                location: AwsLocation {
+                    region: None,
+                    endpoint: Some("http://127.0.0.1:9000".into()),
+                },
+            })
+        );
+        for bad in [
+            "dynamodb://",
+            "dynamodb://t",
+            "dynamodb://AKIA:secret@table",
+            "dynamodb://table?regoin=x",
+            "dynamodb://table/path",
+            "s3://Upper_Case",
+            "s3://-bucket",
+            "s3://bucket?region=",
+        ] {
+            let err = StorageUrl::parse(bad).err().map(|e| e.to_string());
+            assert!(err.is_some(), "{bad} accepted");
+            assert!(!err.unwrap_or_default().contains("secret"), "{bad}");
+        }
     }
 
     #[test]

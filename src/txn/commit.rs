@@ -445,9 +445,15 @@ impl Engine {
         // participant), the commit publishes its write set with its record:
         // no intent, nothing left to do after the acknowledgement.
         // Otherwise an intent goes with the data and publication follows.
-        let publish_now = self.storage.atomic_publication()
-            && self.storage.atomic_batches()
-            && remote_keys_persisted == 0;
+        // One atomic step only if the whole batch fits the store's atomic
+        // batches (counted at its largest: data, markers, record, and a
+        // merge and the intent besides).
+        let values: usize = entries.iter().map(|(_, v)| v.len()).sum();
+        let atomic = self
+            .storage
+            .atomic_batch_fits(entries.len() + 2 * meta.write_set.len() + 2, 2 * values);
+        let publish_now =
+            self.storage.atomic_publication() && atomic && remote_keys_persisted == 0;
         let merges = if publish_now {
             let shipped_too =
                 self.config.regression != Some(super::Regression::UnpublishedParticipantWrites);
@@ -476,7 +482,7 @@ impl Engine {
         }
         self.failpoint("commit.before_data").await;
         let markers_written = self
-            .write_record(tid, &meta, entries, &merges, mine)
+            .write_record(tid, &meta, entries, &merges, mine, atomic)
             .await?;
         self.failpoint("commit.after_record").await;
         Ok(Some(Durable {
@@ -570,9 +576,9 @@ impl Engine {
         mut entries: Vec<(Vec<u8>, Vec<u8>)>,
         merges: &[crate::storage::LwwMerge],
         written: Vec<String>,
+        atomic: bool,
     ) -> Result<bool, Failed> {
         let record_key = commit_record_key(tid);
-        let atomic = self.storage.atomic_batches();
         let markers = marker_entries(meta);
         if atomic {
             entries.extend(markers.iter().cloned());

@@ -1,6 +1,6 @@
 //! A local multi-node cluster for tests: one shared store (a real
-//! `redis-server`, or Anna through anna-client's protocol-faithful test
-//! server) and N real `aft-sidecar` processes on loopback addresses
+//! `redis-server`, Anna through anna-client's protocol-faithful test
+//! server, DynamoDB on moto or S3 on SeaweedFS) and N real `aft-sidecar` processes on loopback addresses
 //! 127.0.0.1..N (same peer port, distinct IPC directories), as
 //! `cluster/local/launch.sh` runs them.
 
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anna_client::test_server::{TestServer, TestServerConfig};
 
+use super::aws::{MotoServer, SeaweedFs};
 use super::outside::OutsideReader;
 use super::redis::RedisServer;
 use super::sidecar::Sidecar;
@@ -19,6 +20,21 @@ pub enum ClusterStore {
     Redis(RedisServer),
     /// Anna, through the protocol-faithful test server (one KVS thread).
     Anna(TestServer),
+    /// DynamoDB, on moto (its table created).
+    DynamoDb(MotoServer),
+    /// S3, on SeaweedFS (its bucket created).
+    S3(SeaweedFs),
+}
+
+/// The table or bucket every cluster on an AWS store uses.
+const AWS_NAME: &str = "aft-cluster";
+
+fn create_aws_store(url: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(super::aws::prepare_store(url));
 }
 
 impl ClusterStore {
@@ -34,11 +50,27 @@ impl ClusterStore {
         )
     }
 
+    /// A fresh moto server with the cluster's table.
+    pub fn dynamodb() -> ClusterStore {
+        let store = ClusterStore::DynamoDb(MotoServer::start());
+        create_aws_store(&store.url());
+        store
+    }
+
+    /// A fresh SeaweedFS with the cluster's bucket.
+    pub fn s3() -> ClusterStore {
+        let store = ClusterStore::S3(SeaweedFs::start());
+        create_aws_store(&store.url());
+        store
+    }
+
     /// The storage URL the sidecars use.
     pub fn url(&self) -> String {
         match self {
             ClusterStore::Redis(r) => r.url(),
             ClusterStore::Anna(a) => format!("anna://{}", a.routing_host_port()),
+            ClusterStore::DynamoDb(m) => m.url(AWS_NAME),
+            ClusterStore::S3(w) => w.url(AWS_NAME),
         }
     }
 
@@ -50,6 +82,12 @@ impl ClusterStore {
             ClusterStore::Redis(r) if down => r.kill(),
             ClusterStore::Redis(r) => r.restart(),
             ClusterStore::Anna(a) => a.set_outage(down),
+            // SeaweedFS keeps its data across the restart.
+            ClusterStore::S3(w) if down => w.kill(),
+            ClusterStore::S3(w) => w.restart(),
+            ClusterStore::DynamoDb(_) => {
+                panic!("moto keeps nothing across a restart: no outages on DynamoDB")
+            }
         }
     }
 
@@ -58,6 +96,8 @@ impl ClusterStore {
         match self {
             ClusterStore::Redis(_) => "redis",
             ClusterStore::Anna(_) => "anna",
+            ClusterStore::DynamoDb(_) => "dynamodb",
+            ClusterStore::S3(_) => "s3",
         }
     }
 
@@ -65,7 +105,7 @@ impl ClusterStore {
     pub fn redis_server(&mut self) -> &mut RedisServer {
         match self {
             ClusterStore::Redis(r) => r,
-            ClusterStore::Anna(_) => panic!("this cluster runs on Anna, not Redis"),
+            _ => panic!("this cluster runs on {}, not Redis", self.name()),
         }
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod aws;
 pub mod conformance;
 pub mod faulty;
 pub mod outside;
