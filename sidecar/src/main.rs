@@ -70,7 +70,10 @@ fn run(settings: Settings) -> anyhow::Result<()> {
     };
     if settings.create_storage {
         runtime
-            .block_on(aft::storage::create(&settings.storage, storage_options.clone()))
+            .block_on(aft::storage::create(
+                &settings.storage,
+                storage_options.clone(),
+            ))
             .with_context(|| format!("cannot create storage `{}`", redact(&settings.storage)))?;
     }
     let storage = runtime

@@ -52,7 +52,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::aws::{bounded, decode_key, encode_key, require_region, sdk_error, sdk_config};
+use super::aws::{bounded, decode_key, encode_key, require_region, sdk_config, sdk_error};
 use super::url::{redact, AwsLocation};
 use super::{lww_timestamp, put_many_then_guard, Entry, Storage, StorageError, StorageOptions};
 
@@ -240,7 +240,12 @@ impl DynamoStorage {
         let table = match described {
             Ok(out) => match out.table {
                 Some(table) => table,
-                None => return Err(StorageError::backend("describe table", "no table in the answer")),
+                None => {
+                    return Err(StorageError::backend(
+                        "describe table",
+                        "no table in the answer",
+                    ))
+                }
             },
             Err(e) => {
                 if let Some(DescribeTableError::ResourceNotFoundException(_)) = e.as_service_error()
@@ -261,7 +266,10 @@ impl DynamoStorage {
             .iter()
             .map(|k| (k.attribute_name().to_string(), k.key_type().clone()))
             .collect();
-        let expected = vec![("p".to_string(), KeyType::Hash), ("k".to_string(), KeyType::Range)];
+        let expected = vec![
+            ("p".to_string(), KeyType::Hash),
+            ("k".to_string(), KeyType::Range),
+        ];
         if schema != expected {
             return Err(StorageError::Unreachable {
                 url: self.url.clone(),
@@ -338,7 +346,12 @@ impl DynamoStorage {
         let mut batches = Vec::new();
         let mut requests = requests.into_iter().peekable();
         while requests.peek().is_some() {
-            batches.push(requests.by_ref().take(BATCH_WRITE_ITEMS).collect::<Vec<_>>());
+            batches.push(
+                requests
+                    .by_ref()
+                    .take(BATCH_WRITE_ITEMS)
+                    .collect::<Vec<_>>(),
+            );
         }
         stream::iter(batches)
             .map(|batch| self.write_batch(batch))
@@ -612,7 +625,9 @@ impl Storage for DynamoStorage {
                 return self.scan_table(&encoded).await;
             }
             let namespace = partition(prefix);
-            let namespace = namespace.rsplit_once('#').map_or(namespace.as_str(), |(n, _)| n);
+            let namespace = namespace
+                .rsplit_once('#')
+                .map_or(namespace.as_str(), |(n, _)| n);
             let partitions = (0..SHARDS).map(|shard| format!("{namespace}#{shard:02x}"));
             let lists = stream::iter(partitions)
                 .map(|p| self.query_partition(p, &encoded))

@@ -507,7 +507,9 @@ mod tests {
     fn long_segments_are_cut_and_joined_again_keeping_prefixes() {
         let key: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
         let name = cut_long_segments(&encode_key(&key));
-        assert!(name.split('/').all(|segment| segment.len() <= SEGMENT_CHARS + 1));
+        assert!(name
+            .split('/')
+            .all(|segment| segment.len() <= SEGMENT_CHARS + 1));
         assert_eq!(decode_key(&join_cut_segments(&name)), key);
         for cut in 0..key.len() {
             let prefix = cut_long_segments(&encode_key(&key[..cut]));

@@ -154,7 +154,11 @@ fn parse_aws(rest: &str, what: &str) -> Result<(String, String, AwsLocation), St
             }
         }
     }
-    Ok((name.to_string(), path.trim_matches('/').to_string(), location))
+    Ok((
+        name.to_string(),
+        path.trim_matches('/').to_string(),
+        location,
+    ))
 }
 
 impl StorageUrl {
@@ -277,7 +281,9 @@ pub async fn open(url: &str, options: StorageOptions) -> Result<Arc<dyn Storage>
             Arc::new(RedisClusterStorage::connect(&seeds, options).await?)
         }
         StorageUrl::Anna(host) => Arc::new(super::AnnaStorage::connect(&host, options).await?),
-        StorageUrl::DynamoDb { table, location } => dynamodb(url, &table, &location, options).await?,
+        StorageUrl::DynamoDb { table, location } => {
+            dynamodb(url, &table, &location, options).await?
+        }
         StorageUrl::S3 {
             bucket,
             prefix,
@@ -396,7 +402,10 @@ mod tests {
     #[test]
     fn parses_aws_urls_and_refuses_credentials_and_unknown_parameters() {
         assert_eq!(
-            StorageUrl::parse("dynamodb://aft-data?region=eu-west-1&endpoint=http%3A%2F%2F127.0.0.1%3A8000").ok(),
+            StorageUrl::parse(
+                "dynamodb://aft-data?region=eu-west-1&endpoint=http%3A%2F%2F127.0.0.1%3A8000"
+            )
+            .ok(),
             Some(StorageUrl::DynamoDb {
                 table: "aft-data".into(),
                 location: AwsLocation {

@@ -452,8 +452,7 @@ impl Engine {
         let atomic = self
             .storage
             .atomic_batch_fits(entries.len() + 2 * meta.write_set.len() + 2, 2 * values);
-        let publish_now =
-            self.storage.atomic_publication() && atomic && remote_keys_persisted == 0;
+        let publish_now = self.storage.atomic_publication() && atomic && remote_keys_persisted == 0;
         let merges = if publish_now {
             let shipped_too =
                 self.config.regression != Some(super::Regression::UnpublishedParticipantWrites);

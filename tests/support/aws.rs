@@ -102,7 +102,13 @@ impl MotoServer {
             self.port.to_string(),
         ];
         let mut child = spawn_logged(&venv_tool("moto_server"), &args, &log);
-        wait_for_port(self.port, &mut child, "moto_server", &log, Duration::from_secs(30));
+        wait_for_port(
+            self.port,
+            &mut child,
+            "moto_server",
+            &log,
+            Duration::from_secs(30),
+        );
         self.child = Some(child);
     }
 
@@ -113,7 +119,10 @@ impl MotoServer {
 
     /// A `dynamodb://` URL for `table` on this server.
     pub fn url(&self, table: &str) -> String {
-        format!("dynamodb://{table}?region=us-east-1&endpoint={}", self.endpoint())
+        format!(
+            "dynamodb://{table}?region=us-east-1&endpoint={}",
+            self.endpoint()
+        )
     }
 
     /// Kills the server (SIGKILL).
@@ -234,7 +243,10 @@ impl SeaweedFs {
 
     /// An `s3://` URL for `bucket` on this server.
     pub fn url(&self, bucket: &str) -> String {
-        format!("s3://{bucket}?region=us-east-1&endpoint={}", self.endpoint())
+        format!(
+            "s3://{bucket}?region=us-east-1&endpoint={}",
+            self.endpoint()
+        )
     }
 
     /// Kills the server (SIGKILL).

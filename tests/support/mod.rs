@@ -1,8 +1,8 @@
 //! Shared test support: real server processes and the storage conformance suite.
 #![allow(dead_code)]
 
-pub mod cluster;
 pub mod aws;
+pub mod cluster;
 pub mod conformance;
 pub mod faulty;
 pub mod outside;
