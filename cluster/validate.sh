@@ -78,6 +78,7 @@ echo "== validate: rendering kustomizations"
 render base base || true
 render redis overlays/redis || true
 render external overlays/external || true
+render aws overlays/aws || true
 render redis-pod-network variants/redis-pod-network || true
 render external-pod-network variants/external-pod-network || true
 
@@ -93,7 +94,7 @@ fi
 echo "== validate: schemas and rules"
 [ -f "$work/base.yaml" ] && { "${check[@]}" "$work/base.yaml" || fail=1; }
 overlays=()
-for name in redis external redis-pod-network external-pod-network; do
+for name in redis external aws redis-pod-network external-pod-network; do
   [ -f "$work/$name.yaml" ] && overlays+=("$work/$name.yaml")
 done
 [ "${#overlays[@]}" -gt 0 ] && { "${check[@]}" --require-storage "${overlays[@]}" || fail=1; }
