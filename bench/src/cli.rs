@@ -144,7 +144,7 @@ pub struct RunArgs {
     /// Stop starting rounds after this many seconds (the run stays bounded).
     #[arg(long, default_value_t = 540.0)]
     pub time_limit_secs: f64,
-    /// Only these workloads (comma-separated names; see the report for the list).
+    /// Only these workloads (comma-separated names; see the report for the list). `sidecar-dynamodb-net-dag` and `sidecar-s3-net-dag` run only when named here.
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Skip the multi-node workloads.

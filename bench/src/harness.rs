@@ -12,6 +12,8 @@
 //! | `sd-file` | `aft-sidecar --storage file://` | `sidecar-get`, `sidecar-file-dag` |
 //! | `sd-redis` | `aft-sidecar --storage redis://` (loopback) | `sidecar-redis-dag` |
 //! | `sd-net` | `aft-sidecar --storage redis://` (through the proxy) | `sidecar-redis-net-dag` |
+//! | `sd-dynamodb` | `aft-sidecar --storage dynamodb://` (moto, through a proxy) | `sidecar-dynamodb-net-dag` |
+//! | `sd-s3` | `aft-sidecar --storage s3://` (SeaweedFS, through a proxy) | `sidecar-s3-net-dag` |
 //! | `multi` | 3 × `aft-sidecar` sharing the loopback Redis, peers | `multi-node-1/2/3` |
 //!
 //! Every workload has its own key space (a key prefix), so workloads sharing
@@ -45,7 +47,7 @@ use crate::session::{Conn, Recorder, Spec, Worker};
 use crate::workload::WorkloadParams;
 
 /// Names of every workload, in report order.
-pub const WORKLOADS: [&str; 13] = [
+pub const WORKLOADS: [&str; 15] = [
     "echo-get",
     "sidecar-get",
     "echo-dag",
@@ -54,12 +56,21 @@ pub const WORKLOADS: [&str; 13] = [
     "sidecar-file-dag",
     "redis-net-dag",
     "sidecar-redis-net-dag",
+    "sidecar-dynamodb-net-dag",
+    "sidecar-s3-net-dag",
     "ping-direct",
     "ping-net",
     "multi-node-1",
     "multi-node-2",
     "multi-node-3",
 ];
+
+/// Workloads that run only when `--only` names them: the DynamoDB and S3
+/// cells run against local emulators (moto, SeaweedFS), whose latency is
+/// their own (moto copies the whole table in every transaction), not AWS's.
+/// What they measure is the sidecar's path: storage calls, bytes and CPU
+/// per DAG, and the history check.
+pub const OPT_IN: [&str; 2] = ["sidecar-dynamodb-net-dag", "sidecar-s3-net-dag"];
 
 /// Node addresses of the multi-node sidecars (distinct loopback IPs).
 pub fn node_address(i: usize) -> String {
@@ -243,10 +254,10 @@ struct Setup<'a> {
 impl Setup<'_> {
     /// Whether workload `name` was selected (`--only`).
     fn selected(&self, name: &str) -> bool {
-        self.args
-            .only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|n| n == name))
+        match self.args.only.as_ref() {
+            Some(only) => only.iter().any(|n| n == name),
+            None => !OPT_IN.contains(&name),
+        }
     }
 }
 
@@ -295,34 +306,43 @@ fn start_targets(
             extra_args: extra,
             wrapper: wrapper.clone(),
             log: dir.join(format!("{name}.log")),
+            // For the DynamoDB and S3 cells' local servers (harmless elsewhere).
+            env: crate::aws::CREDENTIALS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let process = start_sidecar(&spec, ready_timeout)?;
         Ok((ipc_dir, process))
     };
     // One sidecar on 127.0.0.1 with its client pool; returns the pool's index.
-    let single_sidecar =
-        |rig: &mut Rig, name: &str, label: &str, storage: String| -> anyhow::Result<usize> {
-            let (ipc_dir, process) = sidecar(name, storage, Vec::new())?;
-            let pool = rig.pools.len();
-            rig.probes
-                .entry(pool)
-                .or_default()
-                .extend(probe_of(&process));
-            rig.processes.push((label.into(), process));
-            rig.pools.push(Pool::spawn(
-                name,
-                max_clients,
-                ids,
-                ipc_connector(
-                    vec![ipc_dir],
-                    vec!["127.0.0.1".into()],
-                    Arc::clone(params),
-                    seed,
-                    timeout,
-                ),
-            )?);
-            Ok(pool)
-        };
+    let single_sidecar = |rig: &mut Rig,
+                          name: &str,
+                          label: &str,
+                          storage: String,
+                          extra: Vec<String>|
+     -> anyhow::Result<usize> {
+        let (ipc_dir, process) = sidecar(name, storage, extra)?;
+        let pool = rig.pools.len();
+        rig.probes
+            .entry(pool)
+            .or_default()
+            .extend(probe_of(&process));
+        rig.processes.push((label.into(), process));
+        rig.pools.push(Pool::spawn(
+            name,
+            max_clients,
+            ids,
+            ipc_connector(
+                vec![ipc_dir],
+                vec!["127.0.0.1".into()],
+                Arc::clone(params),
+                seed,
+                timeout,
+            ),
+        )?);
+        Ok(pool)
+    };
     // The DAG workload through one sidecar, in its own key space `prefix`.
     let single_node_dag = |name: &'static str, title: &str, pool: usize, prefix: &str| Workload {
         name,
@@ -492,6 +512,7 @@ fn start_targets(
             "sd-file",
             "aft-sidecar (file://)",
             format!("file://{}", data.display()),
+            Vec::new(),
         )?;
         if selected("sidecar-get") {
             workloads.push(Workload {
@@ -523,6 +544,7 @@ fn start_targets(
             "sd-redis",
             "aft-sidecar (redis, loopback)",
             format!("redis://{addr}"),
+            Vec::new(),
         )?;
         workloads.push(single_node_dag(
             "sidecar-redis-dag",
@@ -537,6 +559,7 @@ fn start_targets(
             "sd-net",
             "aft-sidecar (redis behind the proxy)",
             format!("redis://{addr}"),
+            Vec::new(),
         )?;
         workloads.push(single_node_dag(
             "sidecar-redis-net-dag",
@@ -544,6 +567,48 @@ fn start_targets(
             pool,
             "net",
         ));
+    }
+    for (name, store, target, label, title) in [
+        (
+            "sidecar-dynamodb-net-dag",
+            crate::aws::AwsStore::DynamoDb,
+            "sd-dynamodb",
+            "aft-sidecar (DynamoDB on moto, behind a proxy)",
+            "the DAG through the sidecar, DynamoDB (moto) behind the simulated network hop",
+        ),
+        (
+            "sidecar-s3-net-dag",
+            crate::aws::AwsStore::S3,
+            "sd-s3",
+            "aft-sidecar (S3 on SeaweedFS, behind a proxy)",
+            "the DAG through the sidecar, S3 (SeaweedFS) behind the simulated network hop",
+        ),
+    ] {
+        if !selected(name) {
+            continue;
+        }
+        let Some((server, port)) = crate::aws::start(store, &dir)? else {
+            eprintln!(
+                "aft-bench: skipping {name}: its local server is not installed (scripts/install-deps.sh)"
+            );
+            continue;
+        };
+        rig.processes.push((format!("{target} server"), server));
+        let direct = format!("127.0.0.1:{port}");
+        crate::aws::prepare(&store.url(&direct))?;
+        let (proxy, proxied) = start_proxy(
+            bench_exe,
+            direct.parse()?,
+            Duration::from_micros(args.delay_us),
+            Duration::from_micros(args.spin_us),
+            &dir.join(format!("{target}-proxy.log")),
+        )?;
+        rig.processes.push((format!("{target} proxy"), proxy));
+        // Local emulators answer slower than the services (moto is one
+        // Python process): a longer storage timeout than the default 2 s.
+        let patient = vec!["--storage-timeout-ms".to_string(), "10000".to_string()];
+        let pool = single_sidecar(rig, target, label, store.url(&proxied.to_string()), patient)?;
+        workloads.push(single_node_dag(name, title, pool, target));
     }
     if let (true, Some(addr)) = (run_multi, redis_addr) {
         let n = node_counts.iter().copied().max().unwrap_or(1);

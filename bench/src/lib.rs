@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aws;
 pub mod cli;
 pub mod cost;
 pub mod echo;

@@ -61,6 +61,7 @@ pub fn measure(
         storage: format!("redis://{}", redis.addr),
         extra_args: vec!["--cache-bytes".into(), cache_bytes.to_string()],
         wrapper: Vec::new(),
+        env: Vec::new(),
         log: dir.join("sidecar.log"),
     };
     let sidecar = start_sidecar(&spec, Duration::from_secs(30))?;

@@ -103,6 +103,60 @@ impl ChildProcess {
         }
     }
 
+    /// Spawns `command` with stdout and stderr to `log` and a parent-death
+    /// signal; waits until it accepts TCP connections on 127.0.0.1:`port`
+    /// (for servers that announce nothing on stdout).
+    pub fn spawn_listening(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        port: u16,
+        timeout: Duration,
+    ) -> anyhow::Result<ChildProcess> {
+        let out = std::fs::File::create(log)
+            .with_context(|| format!("cannot create log {}", log.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // SAFETY: as in `spawn`: prctl between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let mut process = ChildProcess {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            grace: Duration::from_secs(3),
+            startup: Vec::new(),
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(process);
+            }
+            if !process.is_running() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let log = process.log_tail();
+        process.stop();
+        bail!("{name} did not listen on port {port} within {timeout:?}; its log:\n{log}")
+    }
+
     /// The address of the metrics endpoint it announced at start-up, if any.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.startup.iter().find_map(|line| {
@@ -237,6 +291,8 @@ pub struct SidecarSpec {
     pub extra_args: Vec<String>,
     /// A command to wrap it in (e.g. `valgrind --tool=callgrind`), empty for none.
     pub wrapper: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
     /// Where its stderr goes.
     pub log: PathBuf,
 }
@@ -260,7 +316,8 @@ pub fn start_sidecar(spec: &SidecarSpec, timeout: Duration) -> anyhow::Result<Ch
         // sidecar's storage and peer counters from it.
         .args(["--metrics-addr", "127.0.0.1:0"])
         .args(&spec.extra_args)
-        .env("AFT_LOG", "warn");
+        .env("AFT_LOG", "warn")
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let (mut process, _) = ChildProcess::spawn(
         &format!("aft-sidecar ({})", spec.ipc_dir.display()),
         command,

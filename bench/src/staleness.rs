@@ -60,6 +60,7 @@ pub fn measure(
                 .map(|s| s.to_string())
                 .collect(),
                 wrapper: Vec::new(),
+                env: Vec::new(),
                 log: dir.join(format!("stale-node{i}.log")),
             },
             Duration::from_secs(20),
