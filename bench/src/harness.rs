@@ -587,7 +587,7 @@ fn start_targets(
         if !selected(name) {
             continue;
         }
-        let Some((server, port)) = crate::aws::start(store, &dir)? else {
+        let Some((server, port)) = crate::aws::start(store, dir)? else {
             eprintln!(
                 "aft-bench: skipping {name}: its local server is not installed (scripts/install-deps.sh)"
             );
