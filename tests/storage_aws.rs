@@ -119,7 +119,9 @@ async fn a_killed_store_gives_typed_errors_then_serves_again() {
     };
     let mut weed = SeaweedFs::start();
     let url = weed.url("aft-restart");
-    create(&url, quick.clone()).await.unwrap();
+    // Created and written once with a long timeout: a fresh SeaweedFS
+    // allocates its volumes on the first write, slower than `quick` allows.
+    support::aws::prepare_store(&url).await;
     let s = open(&url, quick.clone()).await.unwrap();
     s.put(b"aft/t/durable", b"yes").await.unwrap();
     weed.kill();
@@ -131,7 +133,7 @@ async fn a_killed_store_gives_typed_errors_then_serves_again() {
 
     let mut moto = MotoServer::start();
     let url = moto.url("aft-restart");
-    create(&url, quick.clone()).await.unwrap();
+    support::aws::prepare_store(&url).await;
     let s = open(&url, quick.clone()).await.unwrap();
     s.put(b"aft/t/k", b"v").await.unwrap();
     moto.kill();

@@ -84,6 +84,19 @@ pub async fn bounded<T>(
         .map_err(|_| StorageError::Timeout { op, timeout })?
 }
 
+/// Runs `calls`, at most `in_flight` at a time; the first error wins.
+pub async fn all_of<F>(calls: Vec<F>, in_flight: usize) -> Result<(), StorageError>
+where
+    F: Future<Output = Result<(), StorageError>>,
+{
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(calls)
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
 /// An SDK error as a storage error, with the service's own code and message.
 pub fn sdk_error<E>(op: &'static str, error: E) -> StorageError
 where

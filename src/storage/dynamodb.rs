@@ -52,7 +52,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::aws::{bounded, decode_key, encode_key, require_region, sdk_config, sdk_error};
+use super::aws::{all_of, bounded, decode_key, encode_key, require_region, sdk_config, sdk_error};
 use super::url::{redact, AwsLocation};
 use super::{lww_timestamp, put_many_then_guard, Entry, Storage, StorageError, StorageOptions};
 
@@ -353,12 +353,11 @@ impl DynamoStorage {
                     .collect::<Vec<_>>(),
             );
         }
-        stream::iter(batches)
+        let writes: Vec<_> = batches
+            .into_iter()
             .map(|batch| self.write_batch(batch))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+            .collect();
+        all_of(writes, CONCURRENCY).await
     }
 
     /// One `BatchGetItem` of at most 100 keys, retrying unprocessed keys.
@@ -677,11 +676,7 @@ impl Storage for DynamoStorage {
             .iter()
             .map(|(key, timestamp, value)| self.merge_lww(key, *timestamp, value))
             .collect();
-        stream::iter(merges)
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+        all_of(merges, CONCURRENCY).await
     }
 
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {

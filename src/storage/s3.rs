@@ -36,7 +36,7 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::aws::{bounded, decode_key, encode_key, require_region, sdk_config, sdk_error};
+use super::aws::{all_of, bounded, decode_key, encode_key, require_region, sdk_config, sdk_error};
 use super::lww::lww_should_replace;
 use super::url::{redact, AwsLocation};
 use super::{Entry, Storage, StorageError, StorageOptions};
@@ -345,14 +345,7 @@ impl Storage for S3Storage {
             .into_iter()
             .map(|(name, value)| self.write(name.to_string(), value))
             .collect();
-        bounded("put_many", self.timeout(), async {
-            stream::iter(puts)
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await
-                .map(|_| ())
-        })
-        .await
+        bounded("put_many", self.timeout(), all_of(puts, CONCURRENCY)).await
     }
 
     async fn delete_many(&self, keys: &[Vec<u8>]) -> Result<(), StorageError> {
@@ -465,11 +458,7 @@ impl Storage for S3Storage {
             .iter()
             .map(|(key, timestamp, value)| self.merge_lww(key, *timestamp, value))
             .collect();
-        stream::iter(merges)
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+        all_of(merges, CONCURRENCY).await
     }
 
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
