@@ -1,4 +1,4 @@
-//! The read-atomic read rule (DESIGN.md, "Read selection").
+//! The read-atomic read rule (docs/ARCHITECTURE.md, "Read rule").
 //!
 //! For a read of `key` by a transaction whose read set is `reads` and whose
 //! lower bounds are `lower`, choose the newest committed version `v` of
