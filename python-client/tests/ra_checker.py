@@ -10,7 +10,8 @@ for all processes of a Linux machine).
 
 What is checked, and why each verdict is sound
 ----------------------------------------------
-Per read, against the guarantees in README.md and docs/ARCHITECTURE.md (each failure is certain, not a guess):
+Per read, against the guarantees in README.md and docs/ARCHITECTURE.md (each failure is
+certain, not a guess):
 
 * read-your-writes: a read of a key the transaction already wrote returns its own latest
   write of that key;
