@@ -16,7 +16,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::url::AwsLocation;
-use super::{StorageError, StorageOptions};
+use super::{LwwMerge, Storage, StorageError, StorageOptions};
 
 /// Bytes kept as they are in encoded keys; every other byte becomes `%XX`.
 const KEPT: &AsciiSet = &NON_ALPHANUMERIC
@@ -95,6 +95,20 @@ where
         .try_collect::<Vec<()>>()
         .await
         .map(|_| ())
+}
+
+/// [`Storage::merge_lww`] of every entry, at most `in_flight` at a time
+/// (each merge is one conditional request of its own on these stores).
+pub async fn merge_all<S: Storage + ?Sized>(
+    storage: &S,
+    entries: &[LwwMerge],
+    in_flight: usize,
+) -> Result<(), StorageError> {
+    let merges: Vec<_> = entries
+        .iter()
+        .map(|(key, timestamp, value)| storage.merge_lww(key, *timestamp, value))
+        .collect();
+    all_of(merges, in_flight).await
 }
 
 /// An SDK error as a storage error, with the service's own code and message.

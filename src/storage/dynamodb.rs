@@ -52,7 +52,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::aws::{all_of, bounded, decode_key, encode_key, require_region, sdk_config, sdk_error};
+use super::aws::{
+    all_of, bounded, decode_key, encode_key, merge_all, require_region, sdk_config, sdk_error,
+};
 use super::url::{redact, AwsLocation};
 use super::{lww_timestamp, put_many_then_guard, Entry, Storage, StorageError, StorageOptions};
 
@@ -143,6 +145,26 @@ fn is_conditional_failure<R>(error: &SdkError<PutItemError, R>) -> bool {
         error.as_service_error(),
         Some(PutItemError::ConditionalCheckFailedException(_))
     )
+}
+
+/// The keys of every page of a paged listing: `page(start)` fetches one
+/// page from `start` and returns its items and where the next page starts
+/// (none or empty: that was the last).
+async fn keys_of_pages<F, Fut>(mut page: F) -> Result<Vec<Vec<u8>>, StorageError>
+where
+    F: FnMut(Option<Item>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Item>, Option<Item>), StorageError>>,
+{
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let (items, next) = page(start.take()).await?;
+        keys.extend(items.iter().filter_map(key_of));
+        match next {
+            Some(last) if !last.is_empty() => start = Some(last),
+            _ => return Ok(keys),
+        }
+    }
 }
 
 /// Keeps the last entry of each key (batch APIs refuse duplicates).
@@ -396,10 +418,8 @@ impl DynamoStorage {
 
     /// Every key of one partition starting with `prefix` (encoded).
     async fn query_partition(&self, p: String, prefix: &str) -> Result<Vec<Vec<u8>>, StorageError> {
-        let mut keys = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
+        keys_of_pages(|start| {
+            let request = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -410,25 +430,23 @@ impl DynamoStorage {
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
                 .projection_expression("#k")
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("scan prefix", e))?;
-            keys.extend(out.items().iter().filter_map(key_of));
-            match out.last_evaluated_key {
-                Some(last) if !last.is_empty() => start = Some(last),
-                _ => return Ok(keys),
+                .set_exclusive_start_key(start);
+            async move {
+                let out = request
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("scan prefix", e))?;
+                Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
             }
-        }
+        })
+        .await
     }
 
     /// Every key starting with `prefix` (encoded) by a table scan: only for
     /// prefixes shorter than a namespace.
     async fn scan_table(&self, prefix: &str) -> Result<Vec<Vec<u8>>, StorageError> {
-        let mut keys = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
+        keys_of_pages(|start| {
+            let request = self
                 .client
                 .scan()
                 .table_name(&self.table)
@@ -437,16 +455,16 @@ impl DynamoStorage {
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
                 .projection_expression("#k")
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("scan prefix", e))?;
-            keys.extend(out.items().iter().filter_map(key_of));
-            match out.last_evaluated_key {
-                Some(last) if !last.is_empty() => start = Some(last),
-                _ => return Ok(keys),
+                .set_exclusive_start_key(start);
+            async move {
+                let out = request
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("scan prefix", e))?;
+                Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
             }
-        }
+        })
+        .await
     }
 
     /// The guarded batch as one `TransactWriteItems`.
@@ -672,11 +690,7 @@ impl Storage for DynamoStorage {
         &self,
         entries: &[(Vec<u8>, u64, Vec<u8>)],
     ) -> Result<(), StorageError> {
-        let merges: Vec<_> = entries
-            .iter()
-            .map(|(key, timestamp, value)| self.merge_lww(key, *timestamp, value))
-            .collect();
-        all_of(merges, CONCURRENCY).await
+        merge_all(self, entries, CONCURRENCY).await
     }
 
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {

@@ -36,7 +36,9 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::aws::{all_of, bounded, decode_key, encode_key, require_region, sdk_config, sdk_error};
+use super::aws::{
+    all_of, bounded, decode_key, encode_key, merge_all, require_region, sdk_config, sdk_error,
+};
 use super::lww::lww_should_replace;
 use super::url::{redact, AwsLocation};
 use super::{Entry, Storage, StorageError, StorageOptions};
@@ -454,11 +456,7 @@ impl Storage for S3Storage {
         &self,
         entries: &[(Vec<u8>, u64, Vec<u8>)],
     ) -> Result<(), StorageError> {
-        let merges: Vec<_> = entries
-            .iter()
-            .map(|(key, timestamp, value)| self.merge_lww(key, *timestamp, value))
-            .collect();
-        all_of(merges, CONCURRENCY).await
+        merge_all(self, entries, CONCURRENCY).await
     }
 
     async fn put_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
