@@ -1,9 +1,10 @@
-//! Compiles `proto/*.proto` with `protox` (pure Rust, no system `protoc`)
-//! and generates the Rust types with `prost-build`.
+//! Compiles the sidecar's own `proto/*.proto` with `protox` (pure Rust, no
+//! system `protoc`) and generates the Rust types with `prost-build`.
+//! `proto/anna.proto` is compiled once, by the `anna-client` crate, whose
+//! types `aft::proto::anna` re-exports.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
-        "proto/anna.proto",
         "proto/aft.proto",
         "proto/records.proto",
         "proto/peer.proto",

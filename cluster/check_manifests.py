@@ -61,7 +61,7 @@ WORKLOAD_KINDS = {"DaemonSet", "StatefulSet", "Deployment", "ReplicaSet", "Job"}
 ROOT_INIT_CAPS = {"CHOWN", "FOWNER", "DAC_OVERRIDE"}
 DEFAULTS = {  # sidecar/src/config.rs
     "ipc_dir": "/requests",
-    "metrics_addr": "127.0.0.1:9464",
+    # metrics_addr: the node address, port 9464 (see effective()).
     "storage_timeout_ms": 2000,
     "shutdown_grace_secs": 10,
     "peer_port": 7150,
@@ -394,6 +394,12 @@ def effective(sc: Sidecar, key: str) -> Any:
         return env["value"]
     if sc.toml is not None and key in sc.toml:
         return sc.toml[key]
+    if key == "metrics_addr":
+        # The binary binds its node address when no address is given.
+        node = effective(sc, "node_address") or "127.0.0.1"
+        return f"{node}:9464"
+    if key == "node_address" and "AFT_NODE_ADDRESS" in sc.env:
+        return "$(AFT_NODE_ADDRESS)"
     return DEFAULTS.get(key)
 
 
@@ -883,6 +889,8 @@ BINARY_BREAKAGES: list[tuple[str, str, Callable[[list[dict]], None]]] = [
      lambda o: replace_toml(o, "log_format", '"bogus"')),
     ("config value of the wrong type", "rejects this configuration",
      lambda o: replace_toml(o, "cache_bytes", '"256MiB"')),
+    ("peer settings with the peer layer off", "rejects this configuration",
+     lambda o: replace_toml(o, "peer_mode", '"off"')),
     ("flag the binary does not have", "has no flag",
      lambda o: sidecar_ctr(o)["args"].append("--peer-port-typo=1")),
 ]

@@ -8,8 +8,10 @@
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 /// Anna / Cloudburst cache messages. Upstream's file has no `package` line.
+/// Generated once, by `anna-client`; these are its types, so values pass
+/// between the IPC front and the Anna backend without conversion.
 pub mod anna {
-    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+    pub use anna_client::proto::*;
 }
 
 /// AFT transaction messages (`package aft`).

@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aft::ipc::IpcConfig;
+use aft::peer::PeerConfig;
+use aft::storage::{redact, StorageOptions};
+use aft::txn::EngineConfig;
 use anyhow::Context as _;
 use clap::Parser;
 use serde::Deserialize;
@@ -34,7 +38,7 @@ pub struct Cli {
     /// This node's address as executors and peers know it (a bare IP).
     #[arg(long, env = "AFT_NODE_ADDRESS")]
     pub node_address: Option<String>,
-    /// Address of the HTTP server for /metrics and /health ("off" disables it).
+    /// Address of the HTTP server for /metrics and /health (default: the node address, port 9464; "off" disables it).
     #[arg(long, env = "AFT_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
     /// Log filter (e.g. info, aft=debug).
@@ -179,52 +183,42 @@ pub struct FileConfig {
     pub outcome_retention: Option<usize>,
 }
 
-/// The resolved configuration.
+/// Port of the operator's HTTP endpoint when `--metrics-addr` is not given
+/// (it binds the node address, so sidecars of different node addresses on
+/// one host do not collide).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+/// Directory of the embedded store when neither `--storage` nor `--data-dir` is given.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/aft";
+/// Log filter when `--log-level` is not given.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// How long in-flight requests may finish after SIGTERM/SIGINT by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The resolved configuration: the library's own configuration types, filled
+/// from flags, environment and file over the library's defaults (the one
+/// place defaults are written), plus what only the binary uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub ipc_dir: PathBuf,
-    pub client_ipc_dir: String,
+    /// The storage URL.
     pub storage: String,
-    pub node_address: String,
-    pub metrics_addr: Option<String>,
-    pub log_level: String,
-    pub log_json: bool,
-    pub max_value_bytes: usize,
-    pub max_txn_bytes: usize,
-    pub max_open_txns: usize,
-    pub txn_lease: Duration,
-    pub cache_bytes: u64,
-    pub storage_timeout: Duration,
-    pub max_pending_per_client: usize,
-    pub socket_mode: u32,
-    pub socket_group: Option<u32>,
-    pub allow_tcp_replies: bool,
-    pub allow_world_writable_ipc_dir: bool,
+    /// Timeouts and limits of the storage client.
+    pub storage_options: StorageOptions,
+    /// Create the table or bucket the URL names before opening it.
     pub create_storage: bool,
+    /// The transaction engine.
+    pub engine: EngineConfig,
+    /// The IPC front.
+    pub ipc: IpcConfig,
+    /// The peer layer; `None` when `--peer-mode off`.
+    pub peer: Option<PeerConfig>,
+    /// Address of the operator's HTTP endpoint; `None` when turned off.
+    pub metrics_addr: Option<String>,
+    /// Log filter.
+    pub log_level: String,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
+    /// How long in-flight requests may finish on SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
-    pub peers: Option<PeerSettings>,
-    pub decision_timeout: Duration,
-    pub peer_ship_values_bytes: usize,
-    pub orphan_grace: Duration,
-    pub orphan_sweep: Duration,
-    pub publish_sweep: Duration,
-    pub write_horizon: Duration,
-    pub client_timeout: Duration,
-    pub retired_record_retention: Duration,
-    pub outcome_retention: usize,
-}
-
-/// How this node talks to other sidecars (present when the peer layer is on).
-#[derive(Debug, Clone)]
-pub struct PeerSettings {
-    pub port: u16,
-    pub bind: String,
-    pub seeds: Vec<String>,
-    pub discovery_dns: Option<String>,
-    pub timeout: Duration,
-    pub dead_after: Duration,
-    /// `None` = plaintext (chosen explicitly with --peer-mode plaintext).
-    pub key: Option<aft::peer::PeerKey>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -233,195 +227,318 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))
 }
 
+/// The flag's value, else the file's, else the default.
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+/// A duration in milliseconds from the flag, else the file, else the default.
+fn millis(flag: Option<u64>, file: Option<u64>, default: Duration) -> Duration {
+    flag.or(file).map(Duration::from_millis).unwrap_or(default)
+}
+
+/// A duration in seconds from the flag, else the file, else the default.
+fn secs(flag: Option<u64>, file: Option<u64>, default: Duration) -> Duration {
+    flag.or(file).map(Duration::from_secs).unwrap_or(default)
+}
+
+/// `HOST:PORT`, with brackets around an IPv6 host.
+fn host_port(host: &str, port: u16) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => format!("[{ip}]:{port}"),
+        Err(_) => format!("{host}:{port}"),
+    }
+}
+
 impl Settings {
-    /// Resolves flags and environment (already merged by clap) over the file over defaults.
+    /// Resolves flags and environment (already merged by clap) over the file
+    /// over the library's defaults. Refuses combinations in which a setting
+    /// would be silently ignored.
     pub fn resolve(cli: Cli) -> anyhow::Result<Settings> {
         let file = match &cli.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = cli
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/aft"));
-        let storage = cli
-            .storage
-            .or(file.storage)
-            .unwrap_or_else(|| format!("file://{}", data_dir.display()));
-        let metrics_addr = cli
-            .metrics_addr
-            .or(file.metrics_addr)
-            .unwrap_or_else(|| "127.0.0.1:9464".into());
-        let log_format = cli
-            .log_format
-            .or(file.log_format)
-            .unwrap_or_else(|| "text".into());
-        let log_json = match log_format.as_str() {
+        let engine_defaults = EngineConfig::default();
+        let ipc_defaults = IpcConfig::default();
+        let peer_defaults = PeerConfig::default();
+
+        let data_dir = cli.data_dir.or(file.data_dir);
+        let storage = match (cli.storage.or(file.storage), data_dir) {
+            (Some(url), Some(dir)) => anyhow::bail!(
+                "--data-dir `{}` is used only by the embedded store that runs when no --storage \
+                 is given, but --storage is `{}`: give one of them",
+                dir.display(),
+                redact(&url)
+            ),
+            (Some(url), None) => url,
+            (None, dir) => format!(
+                "file://{}",
+                dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+                    .display()
+            ),
+        };
+        let log_json = match pick(cli.log_format, file.log_format, "text".into()).as_str() {
             "text" => false,
             "json" => true,
             other => anyhow::bail!("unknown log format `{other}` (expected text or json)"),
         };
-        let socket_mode = cli
-            .socket_mode
-            .or(file.socket_mode)
-            .unwrap_or_else(|| "660".into());
-        let socket_mode = u32::from_str_radix(&socket_mode, 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .with_context(|| {
-                format!("invalid socket mode `{socket_mode}` (expected octal, e.g. 660)")
-            })?;
-        let node_address = cli
-            .node_address
-            .or(file.node_address)
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let peer_mode = cli
-            .peer_mode
-            .or(file.peer_mode)
-            .unwrap_or_else(|| "off".into());
-        let peers = match peer_mode.as_str() {
-            "off" => None,
-            "plaintext" | "sealed" => {
-                let port = cli.peer_port.or(file.peer_port).unwrap_or(7150);
-                let key = if peer_mode == "sealed" {
-                    let path = cli
-                        .peer_key_file
-                        .or(file.peer_key_file)
-                        .context("--peer-mode sealed needs --peer-key-file")?;
-                    Some(read_peer_key(&path)?)
-                } else {
-                    None
-                };
-                Some(PeerSettings {
-                    port,
-                    bind: cli.peer_bind.or(file.peer_bind).unwrap_or_else(|| {
-                        match node_address.parse::<std::net::Ipv6Addr>() {
-                            Ok(ip) => format!("[{ip}]:{port}"),
-                            Err(_) => format!("{node_address}:{port}"),
-                        }
-                    }),
-                    seeds: cli
-                        .peers
-                        .or(file.peers)
-                        .unwrap_or_default()
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    discovery_dns: cli.peer_discovery_dns.or(file.peer_discovery_dns),
-                    timeout: Duration::from_millis(
-                        cli.peer_timeout_ms.or(file.peer_timeout_ms).unwrap_or(1500),
-                    ),
-                    dead_after: Duration::from_millis(
-                        cli.peer_dead_after_ms
-                            .or(file.peer_dead_after_ms)
-                            .unwrap_or(2000),
-                    ),
-                    key,
-                })
+        let socket_mode = cli.socket_mode.or(file.socket_mode);
+        let socket_mode = match socket_mode {
+            None => ipc_defaults.socket_mode,
+            Some(text) => u32::from_str_radix(&text, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .with_context(|| {
+                    format!("invalid socket mode `{text}` (expected octal, e.g. 660)")
+                })?,
+        };
+        let node_address = pick(
+            cli.node_address,
+            file.node_address,
+            engine_defaults.node_address.clone(),
+        );
+        let metrics_addr = pick(
+            cli.metrics_addr,
+            file.metrics_addr,
+            host_port(&node_address, DEFAULT_METRICS_PORT),
+        );
+        let storage_timeout = millis(
+            cli.storage_timeout_ms,
+            file.storage_timeout_ms,
+            engine_defaults.storage_timeout,
+        );
+        let max_value_bytes = pick(
+            cli.max_value_bytes,
+            file.max_value_bytes,
+            engine_defaults.max_value_bytes,
+        );
+        let peer = PeerChoice {
+            mode: pick(cli.peer_mode, file.peer_mode, "off".into()),
+            port: cli.peer_port.or(file.peer_port),
+            bind: cli.peer_bind.or(file.peer_bind),
+            seeds: cli.peers.or(file.peers),
+            discovery_dns: cli.peer_discovery_dns.or(file.peer_discovery_dns),
+            timeout_ms: cli.peer_timeout_ms.or(file.peer_timeout_ms),
+            dead_after_ms: cli.peer_dead_after_ms.or(file.peer_dead_after_ms),
+            key_file: cli.peer_key_file.or(file.peer_key_file),
+        }
+        .resolve(&node_address, storage_timeout, peer_defaults)?;
+
+        let engine = EngineConfig {
+            node_address: node_address.clone(),
+            max_value_bytes,
+            max_txn_write_bytes: pick(
+                cli.max_txn_bytes,
+                file.max_txn_bytes,
+                engine_defaults.max_txn_write_bytes,
+            ),
+            max_open_txns: pick(
+                cli.max_open_txns,
+                file.max_open_txns,
+                engine_defaults.max_open_txns,
+            ),
+            lease: secs(
+                cli.txn_lease_secs,
+                file.txn_lease_secs,
+                engine_defaults.lease,
+            ),
+            cache_bytes: pick(
+                cli.cache_bytes,
+                file.cache_bytes,
+                engine_defaults.cache_bytes,
+            ),
+            decision_timeout: millis(
+                cli.decision_timeout_ms,
+                file.decision_timeout_ms,
+                engine_defaults.decision_timeout,
+            ),
+            ship_values_up_to: pick(
+                cli.peer_ship_values_bytes,
+                file.peer_ship_values_bytes,
+                engine_defaults.ship_values_up_to,
+            ),
+            orphan_grace: secs(
+                cli.orphan_grace_secs,
+                file.orphan_grace_secs,
+                engine_defaults.orphan_grace,
+            ),
+            orphan_sweep_interval: secs(
+                cli.orphan_sweep_secs,
+                file.orphan_sweep_secs,
+                engine_defaults.orphan_sweep_interval,
+            )
+            .max(Duration::from_secs(1)),
+            publish_sweep_interval: millis(
+                cli.publish_sweep_ms,
+                file.publish_sweep_ms,
+                engine_defaults.publish_sweep_interval,
+            )
+            .max(Duration::from_millis(10)),
+            outcome_retention: pick(
+                cli.outcome_retention,
+                file.outcome_retention,
+                engine_defaults.outcome_retention,
+            )
+            .max(1),
+            storage_timeout,
+            write_horizon: millis(
+                cli.write_horizon_ms,
+                file.write_horizon_ms,
+                EngineConfig::write_horizon_for(storage_timeout),
+            ),
+            client_timeout: millis(
+                cli.client_timeout_ms,
+                file.client_timeout_ms,
+                engine_defaults.client_timeout,
+            )
+            .max(Duration::from_millis(1)),
+            retired_record_retention: secs(
+                cli.retired_record_retention_secs,
+                file.retired_record_retention_secs,
+                engine_defaults.retired_record_retention,
+            ),
+            clustered: peer.is_some(),
+            ..engine_defaults
+        };
+        let ipc = IpcConfig {
+            ipc_dir: pick(cli.ipc_dir, file.ipc_dir, ipc_defaults.ipc_dir.clone()),
+            client_ipc_dir: pick(
+                cli.client_ipc_dir,
+                file.client_ipc_dir,
+                ipc_defaults.client_ipc_dir.clone(),
+            ),
+            allow_tcp_replies: cli.allow_tcp_replies || file.allow_tcp_replies.unwrap_or(false),
+            max_pending_per_client: pick(
+                cli.max_pending_per_client,
+                file.max_pending_per_client,
+                ipc_defaults.max_pending_per_client,
+            ),
+            max_request_bytes: IpcConfig::request_bytes_for(max_value_bytes),
+            socket_mode,
+            socket_group: cli.socket_group.or(file.socket_group),
+            allow_world_writable_dir: cli.allow_world_writable_ipc_dir
+                || file.allow_world_writable_ipc_dir.unwrap_or(false),
+            ..ipc_defaults
+        };
+        Ok(Settings {
+            storage,
+            storage_options: StorageOptions {
+                // Stored records carry metadata beside the value.
+                max_value_bytes: max_value_bytes.max(1).saturating_mul(2),
+                call_timeout: storage_timeout,
+                connect_timeout: storage_timeout,
+            },
+            create_storage: cli.create_storage || file.create_storage.unwrap_or(false),
+            engine,
+            ipc,
+            peer,
+            metrics_addr: (metrics_addr != "off").then_some(metrics_addr),
+            log_level: pick(cli.log_level, file.log_level, DEFAULT_LOG_LEVEL.into()),
+            log_json,
+            shutdown_grace: secs(
+                cli.shutdown_grace_secs,
+                file.shutdown_grace_secs,
+                DEFAULT_SHUTDOWN_GRACE,
+            ),
+        })
+    }
+
+    /// Lowers the largest value accepted to what the opened store can hold
+    /// (`limit` bytes per stored record); returns the new limit if it was lowered.
+    pub fn fit_values_to(&mut self, limit: usize) -> Option<usize> {
+        // Leave room for the one byte a first write's saved base adds.
+        let fits = limit.saturating_sub(1);
+        (self.engine.max_value_bytes > fits).then(|| {
+            self.engine.max_value_bytes = fits;
+            fits
+        })
+    }
+}
+
+/// The peer settings as given, before they are checked against the mode.
+struct PeerChoice {
+    mode: String,
+    port: Option<u16>,
+    bind: Option<String>,
+    seeds: Option<String>,
+    discovery_dns: Option<String>,
+    timeout_ms: Option<u64>,
+    dead_after_ms: Option<u64>,
+    key_file: Option<PathBuf>,
+}
+
+impl PeerChoice {
+    /// The peer layer's configuration, or `None` when it is off. Peer
+    /// settings given while the layer is off, or a key file without
+    /// `sealed`, are refused: they would be ignored.
+    fn resolve(
+        self,
+        node_address: &str,
+        storage_timeout: Duration,
+        defaults: PeerConfig,
+    ) -> anyhow::Result<Option<PeerConfig>> {
+        let given: Vec<&str> = [
+            ("--peers", self.seeds.is_some()),
+            ("--peer-discovery-dns", self.discovery_dns.is_some()),
+            ("--peer-port", self.port.is_some()),
+            ("--peer-bind", self.bind.is_some()),
+            ("--peer-timeout-ms", self.timeout_ms.is_some()),
+            ("--peer-dead-after-ms", self.dead_after_ms.is_some()),
+            ("--peer-key-file", self.key_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        let key = match self.mode.as_str() {
+            "off" if given.is_empty() => return Ok(None),
+            "off" => {
+                let which = if given.len() == 1 { "it" } else { "them" };
+                anyhow::bail!(
+                    "{} given, but the peer layer is off (the default) and would ignore {which}: \
+                     to run DAGs across nodes add --peer-mode plaintext (on a network only the \
+                     sidecars can reach) or --peer-mode sealed with --peer-key-file; otherwise \
+                     remove {which}",
+                    given.join(", ")
+                )
+            }
+            "plaintext" if self.key_file.is_some() => anyhow::bail!(
+                "--peer-key-file is used only with --peer-mode sealed, but the mode is plaintext: \
+                 choose sealed to encrypt peer traffic with that key, or remove the key file"
+            ),
+            "plaintext" => None,
+            "sealed" => {
+                let path = self
+                    .key_file
+                    .context("--peer-mode sealed needs --peer-key-file")?;
+                Some(read_peer_key(&path)?)
             }
             other => {
                 anyhow::bail!("unknown peer mode `{other}` (expected off, plaintext or sealed)")
             }
         };
-        let storage_timeout = Duration::from_millis(
-            cli.storage_timeout_ms
-                .or(file.storage_timeout_ms)
-                .unwrap_or(2000),
-        );
-        Ok(Settings {
-            outcome_retention: cli
-                .outcome_retention
-                .or(file.outcome_retention)
-                .unwrap_or(100_000)
-                .max(1),
-            orphan_grace: Duration::from_secs(
-                cli.orphan_grace_secs
-                    .or(file.orphan_grace_secs)
-                    .unwrap_or(120),
-            ),
-            orphan_sweep: Duration::from_secs(
-                cli.orphan_sweep_secs
-                    .or(file.orphan_sweep_secs)
-                    .unwrap_or(300)
-                    .max(1),
-            ),
-            publish_sweep: Duration::from_millis(
-                cli.publish_sweep_ms
-                    .or(file.publish_sweep_ms)
-                    .unwrap_or(5_000)
-                    .max(10),
-            ),
-            decision_timeout: Duration::from_millis(
-                cli.decision_timeout_ms
-                    .or(file.decision_timeout_ms)
-                    .unwrap_or(10_000),
-            ),
-            peer_ship_values_bytes: cli
-                .peer_ship_values_bytes
-                .or(file.peer_ship_values_bytes)
-                .unwrap_or(1 << 20),
-            peers,
-            ipc_dir: cli
-                .ipc_dir
-                .or(file.ipc_dir)
-                .unwrap_or_else(|| PathBuf::from("/requests")),
-            client_ipc_dir: cli
-                .client_ipc_dir
-                .or(file.client_ipc_dir)
-                .unwrap_or_else(|| "/requests".into()),
-            storage,
-            node_address,
-            metrics_addr: (metrics_addr != "off").then_some(metrics_addr),
-            log_level: cli
-                .log_level
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".into()),
-            log_json,
-            max_value_bytes: cli
-                .max_value_bytes
-                .or(file.max_value_bytes)
-                .unwrap_or(aft::storage::DEFAULT_MAX_VALUE_BYTES),
-            max_txn_bytes: cli.max_txn_bytes.or(file.max_txn_bytes).unwrap_or(64 << 20),
-            max_open_txns: cli.max_open_txns.or(file.max_open_txns).unwrap_or(100_000),
-            txn_lease: Duration::from_secs(
-                cli.txn_lease_secs.or(file.txn_lease_secs).unwrap_or(60),
-            ),
-            cache_bytes: cli.cache_bytes.or(file.cache_bytes).unwrap_or(256 << 20),
-            storage_timeout,
-            retired_record_retention: Duration::from_secs(
-                cli.retired_record_retention_secs
-                    .or(file.retired_record_retention_secs)
-                    .unwrap_or(600),
-            ),
-            client_timeout: Duration::from_millis(
-                cli.client_timeout_ms
-                    .or(file.client_timeout_ms)
-                    .unwrap_or(5000)
-                    .max(1),
-            ),
-            write_horizon: Duration::from_millis(
-                cli.write_horizon_ms
-                    .or(file.write_horizon_ms)
-                    .unwrap_or(storage_timeout.as_millis() as u64 * 3),
-            ),
-            max_pending_per_client: cli
-                .max_pending_per_client
-                .or(file.max_pending_per_client)
-                .unwrap_or(1024),
-            socket_mode,
-            socket_group: cli.socket_group.or(file.socket_group),
-            allow_tcp_replies: cli.allow_tcp_replies || file.allow_tcp_replies.unwrap_or(false),
-            allow_world_writable_ipc_dir: cli.allow_world_writable_ipc_dir
-                || file.allow_world_writable_ipc_dir.unwrap_or(false),
-            create_storage: cli.create_storage || file.create_storage.unwrap_or(false),
-            shutdown_grace: Duration::from_secs(
-                cli.shutdown_grace_secs
-                    .or(file.shutdown_grace_secs)
-                    .unwrap_or(10),
-            ),
-        })
+        let port = self.port.unwrap_or(defaults.peer_port);
+        let request_timeout = millis(self.timeout_ms, None, defaults.request_timeout);
+        Ok(Some(PeerConfig {
+            node_address: node_address.to_string(),
+            bind: self.bind.unwrap_or_else(|| host_port(node_address, port)),
+            peer_port: port,
+            seeds: self
+                .seeds
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            discovery_dns: self.discovery_dns,
+            request_timeout,
+            // A participant writes to storage (up to two calls) before it votes.
+            prepare_timeout: storage_timeout * 2 + request_timeout,
+            dead_after: millis(self.dead_after_ms, None, defaults.dead_after),
+            key,
+            ..defaults
+        }))
     }
 }
 

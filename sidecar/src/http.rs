@@ -29,9 +29,13 @@ pub async fn serve(
     storage: Arc<dyn Storage>,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind metrics address `{addr}`: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot bind the metrics address `{addr}` (--metrics-addr): {e}; \
+                 two sidecars on one host need different --node-address values or \
+                 --metrics-addr ports (or --metrics-addr off)"
+        )
+    })?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(metrics_handler))

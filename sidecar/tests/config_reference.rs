@@ -497,6 +497,176 @@ fn boolean_variables_take_true_or_false_only() {
 }
 
 // ---------------------------------------------------------------------------
+// settings that would be silently ignored, and sidecars sharing a host
+
+#[test]
+fn peer_settings_while_the_peer_layer_is_off_stop_the_start() {
+    let r = run(&["--storage", "from-flag://x", "--peers", "10.0.0.5"], &[]);
+    assert_config_error(&r, "--peers given, but the peer layer is off", "--peers");
+    assert_config_error(&r, "--peer-mode plaintext", "the message names the fix");
+    assert_config_error(&r, "--peer-mode sealed", "the message names the fix");
+
+    let r = run(
+        &["--storage", "from-flag://x"],
+        &[
+            ("AFT_PEER_DISCOVERY_DNS", "peers.example"),
+            ("AFT_PEER_PORT", "7000"),
+        ],
+    );
+    assert_config_error(
+        &r,
+        "--peer-discovery-dns, --peer-port given",
+        "settings from the environment",
+    );
+
+    let file = ConfigFile::new("peers = \"10.0.0.5\"\npeer_timeout_ms = 100\n");
+    let r = run(&["--config", file.arg(), "--storage", "from-flag://x"], &[]);
+    assert_config_error(
+        &r,
+        "--peers, --peer-timeout-ms given",
+        "settings from the file",
+    );
+
+    // With the layer on, the same settings are taken.
+    let r = run(
+        &[
+            "--storage",
+            "from-flag://x",
+            "--peer-mode",
+            "plaintext",
+            "--peers",
+            "10.0.0.5",
+            "--metrics-addr",
+            "off",
+        ],
+        &[],
+    );
+    assert_storage_used(&r, "from-flag://x", "--peers with --peer-mode plaintext");
+}
+
+#[test]
+fn a_key_file_without_sealed_mode_and_a_data_dir_beside_storage_stop_the_start() {
+    let r = run(
+        &[
+            "--storage",
+            "from-flag://x",
+            "--peer-mode",
+            "plaintext",
+            "--peer-key-file",
+            "/nonexistent/peer.key",
+        ],
+        &[],
+    );
+    assert_config_error(
+        &r,
+        "--peer-key-file is used only with --peer-mode sealed",
+        "key file with plaintext",
+    );
+    let r = run(&["--storage", "from-flag://x", "--data-dir", "/tmp/x"], &[]);
+    assert_config_error(
+        &r,
+        "--data-dir `/tmp/x` is used only by the embedded store",
+        "--data-dir beside --storage",
+    );
+}
+
+/// A sidecar process started for a test, killed when dropped.
+struct Running {
+    child: std::process::Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Starts the sidecar on `memory://` with `args`; waits up to 20 s for
+    /// its ready line, or for it to exit.
+    fn start(args: &[&str]) -> (Running, Option<i32>) {
+        let dir = tempfile::tempdir().unwrap();
+        let stdout = dir.path().join("stdout");
+        let stderr = dir.path().join("stderr");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--ipc-dir")
+            .arg(dir.path().join("ipc"))
+            .args(["--storage", "memory://"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AFT_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd.env("AFT_LOG", "info").spawn().unwrap();
+        let mut running = Running {
+            child,
+            stdout,
+            stderr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = running.child.try_wait().unwrap() {
+                return (running, Some(status.code().unwrap_or(-1)));
+            }
+            if running.stdout().contains("aft-sidecar ready") {
+                return (running, None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "the sidecar neither became ready nor exited:\n{}",
+            running.stderr()
+        );
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sidecars_of_different_node_addresses_share_a_host_and_a_clash_names_the_flag() {
+    let (a, exited) = Running::start(&["--node-address", "127.0.0.91"]);
+    assert_eq!(exited, None, "first sidecar: {}", a.stderr());
+    let (b, exited) = Running::start(&["--node-address", "127.0.0.92"]);
+    assert_eq!(exited, None, "second sidecar: {}", b.stderr());
+    assert!(a
+        .stdout()
+        .contains("metrics listening on http://127.0.0.91:9464"));
+    assert!(b
+        .stdout()
+        .contains("metrics listening on http://127.0.0.92:9464"));
+
+    let (c, exited) = Running::start(&["--node-address", "127.0.0.92"]);
+    assert_eq!(exited, Some(1), "a third on the same address must stop");
+    assert!(
+        c.stderr()
+            .contains("cannot bind the metrics address `127.0.0.92:9464` (--metrics-addr)"),
+        "the message names the address and the flag:\n{}",
+        c.stderr()
+    );
+
+    // Logs written to a file carry no terminal colour codes.
+    for log in [a.stderr(), b.stderr(), c.stderr()] {
+        assert!(log.contains("INFO"), "no log lines:\n{log}");
+        assert!(!log.contains('\x1b'), "ANSI escape in a log file:\n{log}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // docs/OPERATIONS.md
 
 /// Metric names registered in the core library's sources (`registry.register("name", ...)`).

@@ -59,6 +59,15 @@ pub struct IpcConfig {
     pub allow_world_writable_dir: bool,
 }
 
+impl IpcConfig {
+    /// The largest request frame worth reading when values may be up to
+    /// `max_value_bytes`: four times that (a put carries the value with its
+    /// key and envelope), and at least 1 MiB.
+    pub fn request_bytes_for(max_value_bytes: usize) -> usize {
+        max_value_bytes.saturating_mul(4).max(1 << 20)
+    }
+}
+
 impl Default for IpcConfig {
     fn default() -> Self {
         IpcConfig {
@@ -67,7 +76,9 @@ impl Default for IpcConfig {
             allow_tcp_replies: false,
             max_reply_sockets: 1024,
             max_pending_per_client: 1024,
-            max_request_bytes: 80 * 1024 * 1024,
+            max_request_bytes: IpcConfig::request_bytes_for(
+                crate::storage::DEFAULT_MAX_VALUE_BYTES,
+            ),
             socket_mode: 0o660,
             socket_group: None,
             allow_world_writable_dir: false,

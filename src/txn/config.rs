@@ -99,6 +99,14 @@ pub enum Regression {
     CoordinatorIgnoresDeadline,
 }
 
+impl EngineConfig {
+    /// The write horizon used unless one is configured: three storage call
+    /// timeouts (a write that timed out is taken to land within that, or never).
+    pub fn write_horizon_for(storage_timeout: Duration) -> Duration {
+        storage_timeout * 3
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -117,7 +125,7 @@ impl Default for EngineConfig {
             storage_timeout: DEFAULT_CALL_TIMEOUT,
             client_timeout: Duration::from_secs(5),
             ship_values_up_to: 1024 * 1024,
-            write_horizon: DEFAULT_CALL_TIMEOUT * 3,
+            write_horizon: EngineConfig::write_horizon_for(DEFAULT_CALL_TIMEOUT),
             publish_sweep_interval: Duration::from_secs(5),
             clustered: false,
             clock: Arc::new(SystemClock),
