@@ -35,7 +35,7 @@ use crate::cli::RunArgs;
 use crate::cost::{CellCost, Probe, Sample};
 use crate::machine::{load_average, Machine};
 use crate::procs::{
-    peer_support, start_echo, start_proxy, start_sidecar, ChildProcess, RedisProcess, SidecarSpec,
+    start_echo, start_proxy, start_sidecar, ChildProcess, RedisProcess, SidecarSpec,
 };
 use crate::resp::RespClient;
 use crate::results::{
@@ -712,7 +712,6 @@ pub fn run(args: &RunArgs, bench_exe: &Path) -> anyhow::Result<Results> {
     };
     let mut notes = Vec::new();
 
-    // Multi-node needs the peer flags (the peer protocol lands separately).
     let node_counts: Vec<usize> = {
         let mut n: Vec<usize> = args
             .nodes
@@ -730,7 +729,7 @@ pub fn run(args: &RunArgs, bench_exe: &Path) -> anyhow::Result<Results> {
             args.placement
         );
     }
-    let multi_selected = !args.no_multi_node
+    let run_multi = !args.no_multi_node
         && node_counts
             .iter()
             .any(|n| selected(&format!("multi-node-{n}")));
@@ -740,20 +739,6 @@ pub fn run(args: &RunArgs, bench_exe: &Path) -> anyhow::Result<Results> {
         nodes: Vec::new(),
         placement: String::new(),
     };
-    let mut run_multi = false;
-    if multi_selected {
-        let support = peer_support(&sidecar_bin)?;
-        if support.supported() {
-            run_multi = true;
-        } else {
-            multi_node.status = "skipped".into();
-            multi_node.reason = Some(format!(
-                "TODO: `aft-sidecar --help` lacks {} (the peer protocol is not in this build yet); \
-                 the harness is ready (harness::multi_node_args)",
-                support.missing.join(", ")
-            ));
-        }
-    }
 
     let dir = tempfile::Builder::new()
         .prefix("aft-bench-")

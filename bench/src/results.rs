@@ -335,9 +335,11 @@ pub struct Ratio {
 /// Multi-node outcome.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MultiNodeStatus {
-    /// `ran`, `skipped` or `not selected`.
+    /// `ran`, `ran with errors` or `not selected` (results of older runs
+    /// may say `skipped`).
     pub status: String,
-    /// Why it was skipped.
+    /// Why it did not simply run: the first failure (or, in older results,
+    /// why it was skipped).
     pub reason: Option<String>,
     /// Sidecar counts run.
     pub nodes: Vec<usize>,
