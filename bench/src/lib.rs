@@ -32,6 +32,7 @@ pub mod memory;
 pub mod plots;
 pub mod procs;
 pub mod proxy;
+pub mod ratios;
 pub mod report;
 pub mod resp;
 pub mod results;

@@ -335,9 +335,11 @@ pub struct Ratio {
 /// Multi-node outcome.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MultiNodeStatus {
-    /// `ran`, `skipped` or `not selected`.
+    /// `ran`, `ran with errors` or `not selected` (results of older runs
+    /// may say `skipped`).
     pub status: String,
-    /// Why it was skipped.
+    /// Why it did not simply run: the first failure (or, in older results,
+    /// why it was skipped).
     pub reason: Option<String>,
     /// Sidecar counts run.
     pub nodes: Vec<usize>,
@@ -365,233 +367,16 @@ impl Results {
         self.config.clients.last().copied().unwrap_or(1)
     }
 
-    /// The ratios at the given client counts.
+    /// The ratios at the given client counts: every row of
+    /// [`crate::ratios::RATIOS`] that applies, in order, then the anomaly
+    /// counts.
     pub fn ratios_at(&self, lat: usize, tput: usize) -> Vec<Ratio> {
-        let p = &self.config.params;
-        let mut out = Vec::new();
-        let lat_ratio = |id: &str,
-                         desc: &str,
-                         goal: &str,
-                         num: &str,
-                         den: &str,
-                         pick: fn(&Summary) -> f64,
-                         den_scale: f64| {
-            let n = self.cell(num, lat).map(|c| pick(&c.latency_us));
-            let d = self.cell(den, lat).map(|c| pick(&c.latency_us) * den_scale);
-            let scale = if den_scale == 1.0 {
-                String::new()
-            } else {
-                format!("{den_scale} × ")
-            };
-            Ratio {
-                id: id.into(),
-                description: desc.into(),
-                value: ratio(n, d),
-                goal: goal.into(),
-                numerator: describe(num, n, "µs"),
-                denominator: format!("{scale}{}", describe(den, d.map(|d| d / den_scale), "µs")),
-                clients: lat,
-            }
-        };
-        let p50 = |s: &Summary| s.p50;
-        let p99 = |s: &Summary| s.p99;
-        out.push(lat_ratio(
-            "cached_read_p50",
-            "cached transactional read through the sidecar vs raw ZeroMQ round trip (p50)",
-            "<= 1.15",
-            "sidecar-get",
-            "echo-get",
-            p50,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "cached_read_p99",
-            "cached transactional read through the sidecar vs raw ZeroMQ round trip (p99)",
-            "",
-            "sidecar-get",
-            "echo-get",
-            p99,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "net_dag_p50",
-            "DAG p50, Redis behind the simulated network hop: sidecar vs direct Redis",
-            "<= 0.5",
-            "sidecar-redis-net-dag",
-            "redis-net-dag",
-            p50,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "net_dag_p99",
-            "DAG p99, Redis behind the simulated network hop: sidecar vs direct Redis",
-            "<= 1.0",
-            "sidecar-redis-net-dag",
-            "redis-net-dag",
-            p99,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "loopback_dag_p50",
-            "DAG p50, Redis on loopback: sidecar vs direct Redis (floor: 9 IPC round trips against 6 Redis ones)",
-            "",
-            "sidecar-redis-dag",
-            "redis-dag",
-            p50,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "loopback_dag_p99",
-            "DAG p99, Redis on loopback: sidecar vs direct Redis",
-            "",
-            "sidecar-redis-dag",
-            "redis-dag",
-            p99,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "loopback_dag_vs_8_rtt",
-            "sidecar DAG over loopback Redis vs 8 x raw ZeroMQ round trip (what the sidecar adds)",
-            "",
-            "sidecar-redis-dag",
-            "echo-get",
-            p50,
-            8.0,
-        ));
-        let k = p.ipc_round_trips as f64;
-        if p.ipc_round_trips != 8 {
-            out.push(lat_ratio(
-                "loopback_dag_vs_k_rtt",
-                &format!(
-                    "sidecar DAG over loopback Redis vs {} x raw round trip (this DAG's IPC round trips)",
-                    p.ipc_round_trips
-                ),
-                "",
-                "sidecar-redis-dag",
-                "echo-get",
-                p50,
-                k,
-            ));
-        }
-        out.push(lat_ratio(
-            "loopback_dag_vs_echo_dag",
-            "sidecar DAG over loopback Redis vs the same DAG against the echo server (ideal no-work sidecar)",
-            "<= 1.25",
-            "sidecar-redis-dag",
-            "echo-dag",
-            p50,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "file_dag_vs_echo_dag",
-            "sidecar DAG over the embedded store vs the same DAG against the echo server",
-            "",
-            "sidecar-file-dag",
-            "echo-dag",
-            p50,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "cross_node_2_p50",
-            "DAG p50 with its functions on 2 nodes vs the same DAG on 1 node (same cluster)",
-            "<= 1.3",
-            "multi-node-2",
-            "multi-node-1",
-            p50,
-            1.0,
-        ));
-        out.push(lat_ratio(
-            "cross_node_3_p50",
-            "DAG p50 with its functions on 3 nodes vs the same DAG on 1 node (same cluster)",
-            "<= 1.4",
-            "multi-node-3",
-            "multi-node-1",
-            p50,
-            1.0,
-        ));
-        let tput_ratio = |id: &str, desc: &str, goal: &str, num: &str, den: &str| {
-            let n = self.cell(num, tput).map(|c| c.throughput.mean);
-            let d = self.cell(den, tput).map(|c| c.throughput.mean);
-            Ratio {
-                id: id.into(),
-                description: desc.into(),
-                value: ratio(n, d),
-                goal: goal.into(),
-                numerator: describe(num, n, "/s"),
-                denominator: describe(den, d, "/s"),
-                clients: tput,
-            }
-        };
-        out.push(tput_ratio(
-            "throughput_vs_echo",
-            "sidecar cached-read throughput vs echo server request rate, same clients",
-            ">= 0.5",
-            "sidecar-get",
-            "echo-get",
-        ));
-        out.push(tput_ratio(
-            "dag_throughput_vs_echo",
-            "sidecar DAG throughput (loopback Redis) vs the echo server's DAG rate",
-            "",
-            "sidecar-redis-dag",
-            "echo-dag",
-        ));
-        let top = self.multi_node.nodes.iter().copied().max().unwrap_or(3);
-        out.push(tput_ratio(
-            "multi_node_scaling",
-            &format!("multi-node throughput: {top} sidecars vs 1 (one shared Redis)"),
-            "",
-            &format!("multi-node-{top}"),
-            "multi-node-1",
-        ));
-        let sidecar: usize = self
-            .anomalies
+        let mut out: Vec<Ratio> = crate::ratios::RATIOS
             .iter()
-            .filter(|a| a.through_sidecar)
-            .map(|a| a.total)
-            .sum();
-        let direct: usize = self
-            .anomalies
-            .iter()
-            .filter(|a| !a.through_sidecar)
-            .map(|a| a.total)
-            .sum();
-        let any_sidecar = self.anomalies.iter().any(|a| a.through_sidecar);
-        let any_direct = self.anomalies.iter().any(|a| !a.through_sidecar);
-        out.push(Ratio {
-            id: "anomalies".into(),
-            description:
-                "read-atomicity anomalies: through the sidecar (goal 0) beside direct Redis".into(),
-            value: None,
-            goal: "sidecar = 0".into(),
-            numerator: if any_sidecar {
-                format!("sidecar: {sidecar}")
-            } else {
-                "sidecar: not run".into()
-            },
-            denominator: if any_direct {
-                format!("direct Redis: {direct}")
-            } else {
-                "direct Redis: not run".into()
-            },
-            clients: 0,
-        });
+            .filter_map(|def| def.evaluate(self, lat, tput))
+            .collect();
+        out.push(crate::ratios::anomaly_counts(self));
         out
-    }
-}
-
-fn ratio(n: Option<f64>, d: Option<f64>) -> Option<f64> {
-    match (n, d) {
-        (Some(n), Some(d)) if d > 0.0 => Some(n / d),
-        _ => None,
-    }
-}
-
-fn describe(workload: &str, value: Option<f64>, unit: &str) -> String {
-    match value {
-        Some(v) if unit == "µs" => format!("{workload} {v:.1} µs"),
-        Some(v) => format!("{workload} {v:.0}{unit}"),
-        None => format!("{workload} (not measured)"),
     }
 }
 
