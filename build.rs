@@ -4,11 +4,7 @@
 //! types `aft::proto::anna` re-exports.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/aft.proto",
-        "proto/records.proto",
-        "proto/peer.proto",
-    ];
+    let files = ["proto/aft.proto", "proto/records.proto", "proto/peer.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }
