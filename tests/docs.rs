@@ -276,7 +276,7 @@ fn every_repository_path_cited_in_code_and_docs_exists() {
         .iter()
         .filter(|f| cited_in(f) && f.as_path() != this_file)
     {
-        let Ok(text) = std::fs::read_to_string(repo_root().join(&file)) else {
+        let Ok(text) = std::fs::read_to_string(repo_root().join(file)) else {
             continue;
         };
         for (n, line) in text.lines().enumerate() {
