@@ -2,7 +2,6 @@
 //! read-atomicity history check, then a restart that must keep every
 //! acknowledged commit.
 
-mod support;
 
 use std::sync::Arc;
 
@@ -10,8 +9,9 @@ use aft::history::{check, Op, Status, TxnRecord};
 use aft::metrics::Metrics;
 use aft::storage::{open, Storage, StorageOptions};
 use aft::txn::{Engine, EngineConfig, Outcome};
-use support::redis::{RedisCluster, RedisServer};
-use support::workload::{read_op, write_op, writer_of_payload};
+use aft_testkit::redis::{RedisCluster, RedisServer};
+use aft_testkit::tagged::writer_of_payload;
+use aft_testkit::workload::{read_op, write_op};
 
 const KEYS: usize = 6;
 const WORKERS: usize = 6;
@@ -138,17 +138,17 @@ async fn redis_cluster() {
 #[cfg(feature = "dynamodb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb() {
-    let server = support::aws::MotoServer::start();
+    let server = aft_testkit::aws::MotoServer::start();
     let url = server.url("aft-engine");
-    support::aws::prepare_store(&url).await;
+    aft_testkit::aws::prepare_store(&url).await;
     exercise(open(&url, StorageOptions::default()).await.unwrap()).await;
 }
 
 #[cfg(feature = "s3")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3() {
-    let server = support::aws::SeaweedFs::start();
+    let server = aft_testkit::aws::SeaweedFs::start();
     let url = server.url("aft-engine");
-    support::aws::prepare_store(&url).await;
+    aft_testkit::aws::prepare_store(&url).await;
     exercise(open(&url, StorageOptions::default()).await.unwrap()).await;
 }

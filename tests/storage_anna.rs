@@ -1,7 +1,6 @@
 //! The storage conformance suite, and Anna-specific behaviour, against the
 //! Anna backend on anna-client's protocol-faithful test server.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use aft::storage::{open, AnnaStorage, Storage, StorageError, StorageOptions};
 use anna_client::proto::AnnaError;
 use anna_client::test_server::{TestServer, TestServerConfig};
 use anna_client::{Envelope, LwwValue, Value};
-use support::conformance as suite;
+use aft_testkit::conformance as suite;
 
 /// A test server with `kvs_threads` KVS threads and the backend opened on
 /// it through its `anna://` URL.

@@ -4,14 +4,13 @@
 //! restart, missing tables and buckets, and servers killed mid-suite.
 #![cfg(all(feature = "dynamodb", feature = "s3"))]
 
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aft::storage::{create, open, Storage, StorageError, StorageOptions};
-use support::aws::{MotoServer, SeaweedFs};
-use support::conformance as suite;
+use aft_testkit::aws::{MotoServer, SeaweedFs};
+use aft_testkit::conformance as suite;
 
 /// Behaviour, not speed: a generous call timeout (moto is a Python server).
 fn options() -> StorageOptions {
@@ -121,7 +120,7 @@ async fn a_killed_store_gives_typed_errors_then_serves_again() {
     let url = weed.url("aft-restart");
     // Created and written once with a long timeout: a fresh SeaweedFS
     // allocates its volumes on the first write, slower than `quick` allows.
-    support::aws::prepare_store(&url).await;
+    aft_testkit::aws::prepare_store(&url).await;
     let s = open(&url, quick.clone()).await.unwrap();
     s.put(b"aft/t/durable", b"yes").await.unwrap();
     weed.kill();
@@ -133,7 +132,7 @@ async fn a_killed_store_gives_typed_errors_then_serves_again() {
 
     let mut moto = MotoServer::start();
     let url = moto.url("aft-restart");
-    support::aws::prepare_store(&url).await;
+    aft_testkit::aws::prepare_store(&url).await;
     let s = open(&url, quick.clone()).await.unwrap();
     s.put(b"aft/t/k", b"v").await.unwrap();
     moto.kill();

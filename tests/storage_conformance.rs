@@ -1,14 +1,13 @@
 //! The storage conformance suite against every backend: embedded (on disk),
 //! a real `redis-server`, and a real 3-master Redis Cluster.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aft::storage::{open, Storage, StorageError, StorageOptions};
-use support::conformance as suite;
-use support::redis::{RedisCluster, RedisServer};
+use aft_testkit::conformance as suite;
+use aft_testkit::redis::{RedisCluster, RedisServer};
 
 /// The suite tests behaviour, not speed: calls get a generous timeout so a
 /// loaded machine does not turn a slow 10,000-key batch into a failure.
@@ -191,7 +190,7 @@ async fn redis_restart_gives_typed_errors_then_reconnects() {
 
 #[tokio::test]
 async fn unreachable_redis_is_one_clear_error_naming_the_url() {
-    let port = support::redis::free_port(false);
+    let port = aft_testkit::ports::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let options = StorageOptions {
         connect_timeout: Duration::from_millis(300),

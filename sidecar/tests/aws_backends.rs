@@ -3,25 +3,20 @@
 //! or bucket, `--create-storage`, DAG transactions whose results an outside
 //! reader finds in the store, and DynamoDB's value limit at the put.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use aft::client::{lww_inner, lww_payload, IpcClient};
-use aft::history::{tag_value, writer_of};
+use aft::client::{lww_inner, IpcClient};
+use aft::history::writer_of;
 use aft::proto::aft::TransactionStatus;
-use support::aws::{MotoServer, SeaweedFs};
-use support::outside::OutsideReader;
-use support::sidecar::Sidecar;
+use aft_testkit::aws::{MotoServer, SeaweedFs};
+use aft_testkit::outside::OutsideReader;
+use aft_testkit::sidecar::Sidecar;
+use aft_testkit::tagged::{tagged_padded, writer_of_payload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn value(tid: &str, key: &str, bytes: usize) -> Vec<u8> {
-    lww_payload(1, &tag_value(tid, key, bytes))
-}
 
 /// The sidecar refuses to start on a store that is not there, in one line
 /// that names the URL and the way out; with `--create-storage` it creates
@@ -60,7 +55,7 @@ fn starts_only_on_existing_storage(url: &str) -> Sidecar {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(support::aws::prepare_store(url));
+        .block_on(aft_testkit::aws::prepare_store(url));
     sidecar
 }
 
@@ -70,13 +65,13 @@ fn serves_dags_whose_results_reach_the_store(sidecar: &Sidecar, url: &str) {
     let a = IpcClient::connect(&sidecar.ipc_dir, 0, TIMEOUT).unwrap();
     let b = IpcClient::connect(&sidecar.ipc_dir, 1, TIMEOUT).unwrap();
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("order", value(&tid, "order", 64))])
+    a.put(Some(&tid), &[("order", tagged_padded(&tid, "order", 64))])
         .unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
     let seen = b.get(Some(&tid), &["order"]).unwrap();
-    let writer = |v: Option<Vec<u8>>| v.and_then(|p| lww_inner(&p)).and_then(|v| writer_of(&v));
-    assert_eq!(writer(seen.into_iter().next().flatten()), Some(tid.clone()));
-    b.put(Some(&tid), &[("receipt", value(&tid, "receipt", 64))])
+    let _writer = |v: Option<Vec<u8>>| v.and_then(|p| lww_inner(&p)).and_then(|v| writer_of(&v));
+    assert_eq!(writer_of_payload(seen.into_iter().next().flatten()), Some(tid.clone()));
+    b.put(Some(&tid), &[("receipt", tagged_padded(&tid, "receipt", 64))])
         .unwrap();
     assert_eq!(
         b.commit(&tid, &[]).unwrap().status,
@@ -89,7 +84,7 @@ fn serves_dags_whose_results_reach_the_store(sidecar: &Sidecar, url: &str) {
     }
     // A plain (non-transactional) read sees the committed value too.
     let plain = a.get(None, &["receipt"]).unwrap();
-    assert_eq!(writer(plain.into_iter().next().flatten()), Some(tid));
+    assert_eq!(writer_of_payload(plain.into_iter().next().flatten()), Some(tid));
 }
 
 #[test]
@@ -104,9 +99,9 @@ fn a_sidecar_on_dynamodb_serves_dags_and_refuses_what_an_item_cannot_hold() {
     // what it wrote within the limit.
     let c = IpcClient::connect(&sidecar.ipc_dir, 2, TIMEOUT).unwrap();
     let tid = c.start().unwrap().id;
-    let refused = c.put(Some(&tid), &[("huge", value(&tid, "huge", 1 << 20))]);
+    let refused = c.put(Some(&tid), &[("huge", tagged_padded(&tid, "huge", 1 << 20))]);
     assert!(refused.is_err(), "a 1 MiB value was accepted on DynamoDB");
-    let near_limit = value(&tid, "large", aft::storage::DYNAMODB_VALUE_LIMIT - 1024);
+    let near_limit = tagged_padded(&tid, "large", aft::storage::DYNAMODB_VALUE_LIMIT - 1024);
     let ok = c.start().unwrap().id;
     c.put(Some(&ok), &[("large", near_limit)]).unwrap();
     assert_eq!(

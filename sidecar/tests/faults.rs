@@ -3,31 +3,20 @@
 //! is checked for read atomicity and for lost acknowledged commits; each
 //! test prints a one-line report (`cargo test -- --nocapture` shows it).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aft::client::{lww_inner, lww_payload, IpcClient};
-use aft::history::{check, tag_value, writer_of, Op, Status, TxnRecord};
+use aft::client::IpcClient;
+use aft::history::{check, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
-use support::redis::{RedisCluster, RedisServer};
-use support::sidecar::Sidecar;
+use aft_testkit::redis::{RedisCluster, RedisServer};
+use aft_testkit::sidecar::Sidecar;
+use aft_testkit::tagged::{tagged, writer_of_payload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
-
-fn value(tid: &str, key: &str) -> Vec<u8> {
-    lww_payload(1, &tag_value(tid, key, 16))
-}
-
-fn writer(payload: Option<Vec<u8>>) -> Option<String> {
-    payload
-        .and_then(|p| lww_inner(&p))
-        .and_then(|v| writer_of(&v))
-}
 
 fn commit_request(c: &IpcClient, tid: &str) {
     let request = aft::proto::aft::CommitRequest {
@@ -75,7 +64,7 @@ fn crash_at(
     let tid = c.start().unwrap().id;
     let keys = ["x1", "x2", "x3"];
     for k in keys {
-        c.put(Some(&tid), &[(k, value(&tid, k))]).unwrap();
+        c.put(Some(&tid), &[(k, tagged(&tid, k))]).unwrap();
     }
     commit_request(&c, &tid);
     assert_eq!(
@@ -85,14 +74,14 @@ fn crash_at(
     );
     drop(c);
 
-    sidecar.env.clear();
+    sidecar.spec.env.clear();
     sidecar.spawn().unwrap();
     let c = IpcClient::connect(&ipc, 1, Duration::from_secs(5)).unwrap();
     let seen: Vec<Option<String>> = c
         .get(None, &keys)
         .unwrap()
         .into_iter()
-        .map(writer)
+        .map(writer_of_payload)
         .collect();
     let retried = c.commit(&tid, &[]).unwrap().status;
     if expect_committed {
@@ -213,14 +202,14 @@ fn redis_restart_under_load_loses_no_acknowledged_commit() {
                     match c.get(Some(&tid), &[k]) {
                         Ok(mut v) => ops.push(Op::Read {
                             key: k.clone(),
-                            writer: writer(v.remove(0)),
+                            writer: writer_of_payload(v.remove(0)),
                             returned_at: now(),
                         }),
                         Err(_) => ok = false,
                     }
                 }
                 for k in [&hot[0], &own] {
-                    if c.put(Some(&tid), &[(k, value(&tid, k))]).is_ok() {
+                    if c.put(Some(&tid), &[(k, tagged(&tid, k))]).is_ok() {
                         ops.push(Op::Write { key: k.clone() });
                     } else {
                         ok = false;
@@ -284,7 +273,7 @@ fn redis_restart_under_load_loses_no_acknowledged_commit() {
     let mut lost = 0;
     for t in &committed {
         let own = format!("own-{}", t.id);
-        if writer(c.get(None, &[&own]).unwrap().remove(0)).as_deref() != Some(t.id.as_str()) {
+        if writer_of_payload(c.get(None, &[&own]).unwrap().remove(0)).as_deref() != Some(t.id.as_str()) {
             lost += 1;
         }
     }

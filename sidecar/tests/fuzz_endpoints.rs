@@ -2,8 +2,6 @@
 //! every IPC endpoint and on the peer port. It must answer what it can,
 //! drop the rest, stay up, and keep serving well-behaved clients.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +12,7 @@ use aft::proto::aft::TransactionStatus;
 use aft::proto::anna::{KeyRequest, KeyTuple, LatticeType};
 use prost::Message;
 use rand::{RngExt, SeedableRng};
-use support::cluster::LocalCluster;
+use aft_testkit::cluster::LocalCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const FRAMES_PER_ENDPOINT: usize = 400;

@@ -2,20 +2,19 @@
 //! Cloudburst executor drives its node cache (hand-built KeyRequests,
 //! transaction ids in a trailing TRANSACTION_ID tuple).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aft::client::{lww_inner, lww_payload, ClientError, IpcClient};
-use aft::history::{check, tag_value, writer_of, Op, Status, TxnRecord};
+use aft::client::{lww_payload, ClientError, IpcClient};
+use aft::history::TxnRecord;
 use aft::ipc::request::{Endpoint, TRANSACTION_ID_KEY};
 use aft::proto::aft::{TransactionStatus, TransactionTag};
 use aft::proto::anna::{AnnaError, KeyRequest, KeyResponse, KeyTuple, LatticeType};
 use prost::Message;
-use support::sidecar::Sidecar;
+use aft_testkit::dag::{assert_read_atomic, committed, HistoryClock, RecordedDag};
+use aft_testkit::sidecar::Sidecar;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -376,8 +375,7 @@ fn a_flooding_client_does_not_starve_the_others() {
 #[test]
 fn thirty_two_concurrent_clients_produce_a_read_atomic_history() {
     let n = Arc::new(node(&[]));
-    let epoch = Instant::now();
-    let now = move || epoch.elapsed().as_nanos() as u64;
+    let clock = HistoryClock::new();
     let keys: Vec<String> = (0..8).map(|i| format!("key{i}")).collect();
     let mut handles = Vec::new();
     for thread in 0..32u32 {
@@ -387,61 +385,23 @@ fn thirty_two_concurrent_clients_produce_a_read_atomic_history() {
             let c = client(&n, thread);
             let mut history = Vec::new();
             for i in 0..15usize {
-                let tag = c.start().unwrap();
-                let tid = tag.id.clone();
-                let mut ops = Vec::new();
-                let pick =
-                    |j: usize| keys[(thread as usize * 5 + i * 3 + j * 7) % keys.len()].clone();
-                // Function 1: two reads, one write.
-                for j in 0..2 {
-                    let k = pick(j);
-                    let v = c.get(Some(&tid), &[&k]).unwrap().remove(0);
-                    ops.push(Op::Read {
-                        key: k,
-                        writer: v.and_then(|p| lww_inner(&p)).and_then(|x| writer_of(&x)),
-                        returned_at: now(),
-                    });
+                let mut dag = RecordedDag::start(&c, clock, 64).unwrap();
+                let pick = |j: usize| &keys[(thread as usize * 5 + i * 3 + j * 7) % keys.len()];
+                // Function 1: two reads, one write; function 2 (same
+                // node, after continue): the same.
+                for function in 0..2 {
+                    if function == 1 {
+                        dag.continue_from(&c, dag.upstream()).unwrap();
+                    }
+                    for j in 0..2 {
+                        dag.read(&c, pick(function * 3 + j)).unwrap();
+                    }
+                    dag.write(&c, pick(function * 3 + 2)).unwrap();
                 }
-                let k = pick(2);
-                c.put(
-                    Some(&tid),
-                    &[(&k, lww_payload(1, &tag_value(&tid, &k, 64)))],
-                )
-                .unwrap();
-                ops.push(Op::Write { key: k });
-                // Function 2 (same node): continue, two reads, one write.
-                c.continue_from(&tid, &tag.address).unwrap();
-                for j in 3..5 {
-                    let k = pick(j);
-                    let v = c.get(Some(&tid), &[&k]).unwrap().remove(0);
-                    ops.push(Op::Read {
-                        key: k,
-                        writer: v.and_then(|p| lww_inner(&p)).and_then(|x| writer_of(&x)),
-                        returned_at: now(),
-                    });
-                }
-                let k = pick(5);
-                c.put(
-                    Some(&tid),
-                    &[(&k, lww_payload(1, &tag_value(&tid, &k, 64)))],
-                )
-                .unwrap();
-                ops.push(Op::Write { key: k });
-                let requested = now();
-                let status = if i % 9 == 4 {
-                    c.abort(&tid).unwrap();
-                    Status::Aborted
-                } else if c.commit(&tid, &[]).unwrap().status == TransactionStatus::Committed {
-                    Status::Committed
+                history.push(if i % 9 == 4 {
+                    dag.abort(&c).unwrap()
                 } else {
-                    Status::Aborted
-                };
-                history.push(TxnRecord {
-                    id: tid,
-                    status,
-                    commit_timestamp: None,
-                    commit_window: Some((requested, now())),
-                    ops,
+                    dag.commit(&c, &[]).unwrap()
                 });
             }
             history
@@ -452,18 +412,9 @@ fn thirty_two_concurrent_clients_produce_a_read_atomic_history() {
         .flat_map(|h| h.join().unwrap())
         .collect();
     assert_eq!(history.len(), 32 * 15);
-    let committed = history
-        .iter()
-        .filter(|t| t.status == Status::Committed)
-        .count();
+    let committed = committed(&history);
     assert!(committed > 32 * 12, "only {committed} committed");
-    let anomalies = check(&history);
-    assert!(
-        anomalies.is_empty(),
-        "{} anomalies: {:?}",
-        anomalies.len(),
-        &anomalies[..anomalies.len().min(5)]
-    );
+    assert_read_atomic(&history);
 }
 
 #[test]

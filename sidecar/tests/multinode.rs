@@ -2,17 +2,18 @@
 //! addresses 127.0.0.1..3: DAGs whose functions run on different nodes,
 //! atomic commit across nodes, and what happens when nodes die or stall.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aft::client::{lww_inner, lww_payload, IpcClient};
-use aft::history::{check, tag_value, writer_of, Op, Status, TxnRecord};
+use aft::client::IpcClient;
+use aft::history::TxnRecord;
 use aft::proto::aft::TransactionStatus;
-use support::cluster::LocalCluster;
+use aft_testkit::cluster::LocalCluster;
+use aft_testkit::tagged::{tagged, writer_of_payload};
+use aft_testkit::dag::{assert_read_atomic, committed, HistoryClock, RecordedDag};
+use aft_testkit::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,30 +22,12 @@ fn client(cluster: &LocalCluster, node: usize, thread: u32) -> IpcClient {
     IpcClient::connect(&cluster.nodes[node].ipc, thread, TIMEOUT).unwrap()
 }
 
-fn value(tid: &str, key: &str) -> Vec<u8> {
-    lww_payload(1, &tag_value(tid, key, 8))
-}
-
-fn writer(payload: Option<Vec<u8>>) -> Option<String> {
-    payload
-        .and_then(|p| lww_inner(&p))
-        .and_then(|v| writer_of(&v))
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
 fn plain_writers(c: &IpcClient, keys: &[&str]) -> Vec<Option<String>> {
-    c.get(None, keys).unwrap().into_iter().map(writer).collect()
+    c.get(None, keys)
+        .unwrap()
+        .into_iter()
+        .map(writer_of_payload)
+        .collect()
 }
 
 #[test]
@@ -58,24 +41,24 @@ fn a_chain_across_three_nodes_reads_its_upstream_writes_and_commits_atomically()
     let tag = a.start().unwrap();
     let tid = tag.id.clone();
     assert_eq!(tag.address, "127.0.0.1");
-    a.put(Some(&tid), &[("k1", value(&tid, "k1"))]).unwrap();
+    a.put(Some(&tid), &[("k1", tagged(&tid, "k1"))]).unwrap();
 
     b.continue_from(&tid, "127.0.0.1").unwrap();
     assert_eq!(
-        writer(b.get(Some(&tid), &["k1"]).unwrap().remove(0)),
+        writer_of_payload(b.get(Some(&tid), &["k1"]).unwrap().remove(0)),
         Some(tid.clone()),
         "read-your-writes from upstream"
     );
-    b.put(Some(&tid), &[("k2", value(&tid, "k2"))]).unwrap();
+    b.put(Some(&tid), &[("k2", tagged(&tid, "k2"))]).unwrap();
 
     c.continue_from(&tid, "127.0.0.2").unwrap();
     // k1 was written two hops upstream: read straight from its owner, no loop.
     let got = c.get(Some(&tid), &["k1", "k2", "k3"]).unwrap();
     assert_eq!(
-        got.into_iter().map(writer).collect::<Vec<_>>(),
+        got.into_iter().map(writer_of_payload).collect::<Vec<_>>(),
         vec![Some(tid.clone()), Some(tid.clone()), None]
     );
-    c.put(Some(&tid), &[("k3", value(&tid, "k3"))]).unwrap();
+    c.put(Some(&tid), &[("k3", tagged(&tid, "k3"))]).unwrap();
 
     // Nothing is visible before the commit, anywhere.
     assert_eq!(
@@ -107,16 +90,16 @@ fn fan_out_and_fan_in_dags_commit_every_branch() {
         client(&cluster, 2, 0),
     );
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("root", value(&tid, "root"))]).unwrap();
+    a.put(Some(&tid), &[("root", tagged(&tid, "root"))]).unwrap();
     // Fan-out: two branches continue from A.
     b.continue_from(&tid, "127.0.0.1").unwrap();
     c.continue_from(&tid, "127.0.0.1").unwrap();
     assert_eq!(
-        writer(b.get(Some(&tid), &["root"]).unwrap().remove(0)),
+        writer_of_payload(b.get(Some(&tid), &["root"]).unwrap().remove(0)),
         Some(tid.clone())
     );
-    b.put(Some(&tid), &[("left", value(&tid, "left"))]).unwrap();
-    c.put(Some(&tid), &[("right", value(&tid, "right"))])
+    b.put(Some(&tid), &[("left", tagged(&tid, "left"))]).unwrap();
+    c.put(Some(&tid), &[("right", tagged(&tid, "right"))])
         .unwrap();
     // Fan-in on A: the sink continues from both branches.
     a.continue_from(&tid, "127.0.0.2").unwrap();
@@ -124,9 +107,9 @@ fn fan_out_and_fan_in_dags_commit_every_branch() {
     let got = a.get(Some(&tid), &["root", "left", "right"]).unwrap();
     assert!(got
         .into_iter()
-        .map(writer)
+        .map(writer_of_payload)
         .all(|w| w.as_deref() == Some(tid.as_str())));
-    a.put(Some(&tid), &[("sink", value(&tid, "sink"))]).unwrap();
+    a.put(Some(&tid), &[("sink", tagged(&tid, "sink"))]).unwrap();
     assert_eq!(
         a.commit(&tid, &cluster.others(0)).unwrap().status,
         TransactionStatus::Committed
@@ -146,7 +129,7 @@ fn fan_out_and_fan_in_dags_commit_every_branch() {
 #[test]
 fn concurrent_dags_spread_over_all_nodes_are_read_atomic() {
     let cluster = Arc::new(LocalCluster::start(Path::new(BIN), 3, &[]));
-    let epoch = Instant::now();
+    let clock = HistoryClock::new();
     let keys: Vec<String> = (0..6).map(|i| format!("hot{i}")).collect();
     let mut handles = Vec::new();
     for worker in 0..9u32 {
@@ -156,47 +139,23 @@ fn concurrent_dags_spread_over_all_nodes_are_read_atomic() {
             let second = (first + 1) % 3;
             let up = client(&cluster, first, worker);
             let down = client(&cluster, second, worker + 100);
-            let now = || epoch.elapsed().as_nanos() as u64;
             let mut history = Vec::new();
             for i in 0..12usize {
-                let tid = up.start().unwrap().id;
-                let pick =
-                    |j: usize| keys[(worker as usize * 5 + i * 7 + j * 3) % keys.len()].clone();
-                let mut ops = Vec::new();
+                let mut dag = RecordedDag::start(&up, clock, 8).unwrap();
+                let pick = |j: usize| &keys[(worker as usize * 5 + i * 7 + j * 3) % keys.len()];
+                // One function on each of two nodes: two reads, one write.
                 for (c, range) in [(&up, 0..2usize), (&down, 3..5usize)] {
                     if range.start == 3 {
-                        c.continue_from(&tid, &cluster.nodes[first].address)
+                        dag.continue_from(c, &cluster.nodes[first].address)
                             .unwrap();
                     }
                     for j in range.clone() {
-                        let k = pick(j);
-                        let w = writer(c.get(Some(&tid), &[&k]).unwrap().remove(0));
-                        ops.push(Op::Read {
-                            key: k,
-                            writer: w,
-                            returned_at: now(),
-                        });
+                        dag.read(c, pick(j)).unwrap();
                     }
-                    let k = pick(range.end);
-                    c.put(Some(&tid), &[(&k, value(&tid, &k))]).unwrap();
-                    ops.push(Op::Write { key: k });
+                    dag.write(c, pick(range.end)).unwrap();
                 }
-                let requested = now();
-                let status = match down
-                    .commit(&tid, &[cluster.nodes[first].address.clone()])
-                    .unwrap()
-                    .status
-                {
-                    TransactionStatus::Committed => Status::Committed,
-                    _ => Status::Aborted,
-                };
-                history.push(TxnRecord {
-                    id: tid,
-                    status,
-                    commit_timestamp: None,
-                    commit_window: Some((requested, now())),
-                    ops,
-                });
+                let upstream = [cluster.nodes[first].address.clone()];
+                history.push(dag.commit(&down, &upstream).unwrap());
             }
             history
         }));
@@ -205,22 +164,12 @@ fn concurrent_dags_spread_over_all_nodes_are_read_atomic() {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    let committed = history
-        .iter()
-        .filter(|t| t.status == Status::Committed)
-        .count();
     assert_eq!(
-        committed,
+        committed(&history),
         history.len(),
         "healthy cluster: every DAG commits"
     );
-    let anomalies = check(&history);
-    assert!(
-        anomalies.is_empty(),
-        "{} anomalies: {:?}",
-        anomalies.len(),
-        &anomalies[..anomalies.len().min(5)]
-    );
+    assert_read_atomic(&history);
 }
 
 #[test]
@@ -228,9 +177,9 @@ fn a_participant_killed_before_the_commit_point_aborts_the_dag_everywhere() {
     let mut cluster = LocalCluster::start(Path::new(BIN), 3, &[]);
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("pa", value(&tid, "pa"))]).unwrap();
+    a.put(Some(&tid), &[("pa", tagged(&tid, "pa"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
-    b.put(Some(&tid), &[("pb", value(&tid, "pb"))]).unwrap();
+    b.put(Some(&tid), &[("pb", tagged(&tid, "pb"))]).unwrap();
     cluster.nodes[0].sidecar.kill();
     let started = Instant::now();
     let outcome = b.commit(&tid, &["127.0.0.1".to_string()]).unwrap();
@@ -245,7 +194,7 @@ fn a_participant_killed_before_the_commit_point_aborts_the_dag_everywhere() {
     assert_eq!(plain_writers(&c, &["pa", "pb"]), vec![None, None]);
     // Other work on the surviving nodes is unaffected.
     let t = b.start().unwrap().id;
-    b.put(Some(&t), &[("other", value(&t, "other"))]).unwrap();
+    b.put(Some(&t), &[("other", tagged(&t, "other"))]).unwrap();
     assert_eq!(
         b.commit(&t, &[]).unwrap().status,
         TransactionStatus::Committed
@@ -257,9 +206,9 @@ fn a_participant_killed_after_the_commit_point_sees_the_commit_after_restart() {
     let mut cluster = LocalCluster::start(Path::new(BIN), 3, &[]);
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("qa", value(&tid, "qa"))]).unwrap();
+    a.put(Some(&tid), &[("qa", tagged(&tid, "qa"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
-    b.put(Some(&tid), &[("qb", value(&tid, "qb"))]).unwrap();
+    b.put(Some(&tid), &[("qb", tagged(&tid, "qb"))]).unwrap();
     assert_eq!(
         b.commit(&tid, &["127.0.0.1".to_string()]).unwrap().status,
         TransactionStatus::Committed
@@ -292,9 +241,9 @@ fn crash_coordinator_at(failpoint: &str) -> (LocalCluster, String) {
         });
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("ca", value(&tid, "ca"))]).unwrap();
+    a.put(Some(&tid), &[("ca", tagged(&tid, "ca"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
-    b.put(Some(&tid), &[("cb", value(&tid, "cb"))]).unwrap();
+    b.put(Some(&tid), &[("cb", tagged(&tid, "cb"))]).unwrap();
     // The coordinator (node 2) dies inside the commit: no reply comes.
     b.send_raw(
         aft::ipc::request::Endpoint::Commit,
@@ -322,7 +271,7 @@ fn a_coordinator_crash_before_the_commit_point_aborts_everywhere() {
     assert_eq!(plain_writers(&a, &["ca", "cb"]), vec![None, None]);
     assert_eq!(plain_writers(&c, &["ca", "cb"]), vec![None, None]);
     // Restarted, the coordinator answers a retried commit with ABORTED.
-    cluster.nodes[1].sidecar.env.clear();
+    cluster.nodes[1].sidecar.spec.env.clear();
     cluster.nodes[1].sidecar.spawn().unwrap();
     let b = client(&cluster, 1, 1);
     assert_eq!(
@@ -347,7 +296,7 @@ fn a_coordinator_crash_after_the_commit_point_leaves_it_committed_everywhere() {
         "participant did not learn the commit: {:?}",
         plain_writers(&a, &["ca", "cb"])
     );
-    cluster.nodes[1].sidecar.env.clear();
+    cluster.nodes[1].sidecar.spec.env.clear();
     cluster.nodes[1].sidecar.spawn().unwrap();
     let b = client(&cluster, 1, 1);
     assert_eq!(
@@ -367,9 +316,9 @@ fn a_stalled_peer_makes_its_dags_abort_in_bounded_time_then_recovers() {
     let cluster = LocalCluster::start(Path::new(BIN), 3, &["--decision-timeout-ms", "800"]);
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("sa", value(&tid, "sa"))]).unwrap();
+    a.put(Some(&tid), &[("sa", tagged(&tid, "sa"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
-    b.put(Some(&tid), &[("sb", value(&tid, "sb"))]).unwrap();
+    b.put(Some(&tid), &[("sb", tagged(&tid, "sb"))]).unwrap();
     cluster.nodes[0].sidecar.signal("STOP");
     let started = Instant::now();
     let outcome = b.commit(&tid, &["127.0.0.1".to_string()]).unwrap();
@@ -378,7 +327,7 @@ fn a_stalled_peer_makes_its_dags_abort_in_bounded_time_then_recovers() {
     assert!(took < Duration::from_secs(8), "abort took {took:?}");
     // Unaffected work on B goes on while A is stalled.
     let t = b.start().unwrap().id;
-    b.put(Some(&t), &[("unrelated", value(&t, "unrelated"))])
+    b.put(Some(&t), &[("unrelated", tagged(&t, "unrelated"))])
         .unwrap();
     assert_eq!(
         b.commit(&t, &[]).unwrap().status,
@@ -396,7 +345,7 @@ fn a_stalled_peer_makes_its_dags_abort_in_bounded_time_then_recovers() {
     )]));
     // And A serves new cross-node DAGs again.
     let t2 = a.start().unwrap().id;
-    a.put(Some(&t2), &[("after", value(&t2, "after"))]).unwrap();
+    a.put(Some(&t2), &[("after", tagged(&t2, "after"))]).unwrap();
     b.continue_from(&t2, "127.0.0.1").unwrap();
     assert_eq!(
         b.commit(&t2, &["127.0.0.1".to_string()]).unwrap().status,
@@ -412,7 +361,7 @@ fn a_node_started_late_catches_up_and_joins() {
     for i in 0..5 {
         let t = a.start().unwrap().id;
         let key = format!("early{i}");
-        a.put(Some(&t), &[(&key, value(&t, &key))]).unwrap();
+        a.put(Some(&t), &[(&key, tagged(&t, &key))]).unwrap();
         assert_eq!(
             a.commit(&t, &[]).unwrap().status,
             TransactionStatus::Committed
@@ -423,17 +372,17 @@ fn a_node_started_late_catches_up_and_joins() {
     let c = client(&cluster, 2, 0);
     for (key, t) in &committed {
         assert_eq!(
-            writer(c.get(None, &[key]).unwrap().remove(0)).as_deref(),
+            writer_of_payload(c.get(None, &[key]).unwrap().remove(0)).as_deref(),
             Some(t.as_str())
         );
     }
     // It takes part in DAGs with the others.
     let t = c.start().unwrap().id;
-    c.put(Some(&t), &[("late", value(&t, "late"))]).unwrap();
+    c.put(Some(&t), &[("late", tagged(&t, "late"))]).unwrap();
     let b = client(&cluster, 1, 0);
     b.continue_from(&t, "127.0.0.3").unwrap();
     assert_eq!(
-        writer(b.get(Some(&t), &["late"]).unwrap().remove(0)),
+        writer_of_payload(b.get(Some(&t), &["late"]).unwrap().remove(0)),
         Some(t.clone())
     );
     assert_eq!(
@@ -503,7 +452,7 @@ fn a_peer_speaking_garbage_or_another_version_is_answered_and_ignored() {
     // Still fine for real work across nodes.
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("g", value(&tid, "g"))]).unwrap();
+    a.put(Some(&tid), &[("g", tagged(&tid, "g"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
     assert_eq!(
         b.commit(&tid, &["127.0.0.1".to_string()]).unwrap().status,
@@ -531,12 +480,12 @@ fn sealed_peers_need_the_cluster_key() {
         path.display().to_string()
     };
     let (good, bad) = (keygen("good.key"), keygen("bad.key"));
-    let redis = support::redis::RedisServer::start();
-    let port = support::redis::free_port(false).to_string();
+    let redis = aft_testkit::redis::RedisServer::start();
+    let port = aft_testkit::ports::free_port().to_string();
     let spawn = |i: usize, key: &str| {
         let ipc = dir.path().join(format!("n{i}"));
         let address = format!("127.0.0.{i}");
-        support::sidecar::Sidecar::start(
+        aft_testkit::sidecar::Sidecar::start(
             Path::new(BIN),
             &ipc,
             &[
@@ -563,11 +512,11 @@ fn sealed_peers_need_the_cluster_key() {
     let c = |i: usize| IpcClient::connect(&dir.path().join(format!("n{i}")), 0, TIMEOUT).unwrap();
     let (a, b, x) = (c(1), c(2), c(3));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("secret", value(&tid, "secret"))])
+    a.put(Some(&tid), &[("secret", tagged(&tid, "secret"))])
         .unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
     assert_eq!(
-        writer(b.get(Some(&tid), &["secret"]).unwrap().remove(0)),
+        writer_of_payload(b.get(Some(&tid), &["secret"]).unwrap().remove(0)),
         Some(tid.clone())
     );
     assert_eq!(
@@ -576,7 +525,7 @@ fn sealed_peers_need_the_cluster_key() {
     );
 
     let t2 = a.start().unwrap().id;
-    a.put(Some(&t2), &[("secret2", value(&t2, "secret2"))])
+    a.put(Some(&t2), &[("secret2", tagged(&t2, "secret2"))])
         .unwrap();
     x.continue_from(&t2, "127.0.0.1").unwrap();
     let err = x.get(Some(&t2), &["secret2"]).unwrap_err();

@@ -5,8 +5,6 @@
 //! outages). Every run prints its seed; `AFT_FAULT_SEED=<seed>` replays the
 //! same schedule (timings are real, so the interleaving may differ).
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,39 +12,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aft::client::{lww_inner, lww_payload, IpcClient};
-use aft::history::{check, tag_value, writer_of, Op, Status, TxnRecord};
+use aft::client::IpcClient;
+use aft::history::{check, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use support::cluster::{ClusterStore, LocalCluster};
+use aft_testkit::cluster::{ClusterStore, LocalCluster};
+use aft_testkit::tagged::{tagged, writer_of_payload};
+use aft_testkit::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 
-fn value(tid: &str, key: &str) -> Vec<u8> {
-    lww_payload(1, &tag_value(tid, key, 8))
-}
-
-fn writer(payload: Option<Vec<u8>>) -> Option<String> {
-    payload
-        .and_then(|p| lww_inner(&p))
-        .and_then(|v| writer_of(&v))
-}
-
 fn client(cluster: &LocalCluster, node: usize, thread: u32, timeout: Duration) -> IpcClient {
     IpcClient::connect(&cluster.nodes[node].ipc, thread, timeout).unwrap()
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 /// A node restarted while a DAG moves onto it keeps what that DAG needs.
@@ -68,7 +46,7 @@ fn a_node_restarted_while_a_dag_moves_onto_it_keeps_what_the_dag_needs() {
     let init = a.start().unwrap().id;
     a.put(
         Some(&init),
-        &[("k1", value(&init, "k1")), ("k2", value(&init, "k2"))],
+        &[("k1", tagged(&init, "k1")), ("k2", tagged(&init, "k2"))],
     )
     .unwrap();
     assert_eq!(
@@ -77,13 +55,13 @@ fn a_node_restarted_while_a_dag_moves_onto_it_keeps_what_the_dag_needs() {
     );
     let t = a.start().unwrap().id;
     assert_eq!(
-        writer(a.get(Some(&t), &["k1"]).unwrap().remove(0)),
+        writer_of_payload(a.get(Some(&t), &["k1"]).unwrap().remove(0)),
         Some(init.clone())
     );
     let u = c.start().unwrap().id;
     c.put(
         Some(&u),
-        &[("k1", value(&u, "k1")), ("k2", value(&u, "k2"))],
+        &[("k1", tagged(&u, "k1")), ("k2", tagged(&u, "k2"))],
     )
     .unwrap();
     assert_eq!(
@@ -92,7 +70,7 @@ fn a_node_restarted_while_a_dag_moves_onto_it_keeps_what_the_dag_needs() {
     );
     // Every node learns U and runs GC passes (every second) meanwhile.
     let b = client(&cluster, 1, 0, timeout);
-    assert!(eventually(Duration::from_secs(3), || writer(
+    assert!(eventually(Duration::from_secs(3), || writer_of_payload(
         b.get(None, &["k2"]).unwrap().remove(0)
     ) == Some(u.clone())));
     std::thread::sleep(Duration::from_millis(1500));
@@ -117,7 +95,7 @@ fn a_node_restarted_while_a_dag_moves_onto_it_keeps_what_the_dag_needs() {
         .get(Some(&t), &["k2"])
         .expect("T's read of k2 on the restarted node");
     assert_eq!(
-        writer(k2.into_iter().next().flatten()),
+        writer_of_payload(k2.into_iter().next().flatten()),
         Some(init.clone()),
         "read atomicity: T read init's k1, so it must read init's k2"
     );
@@ -289,7 +267,7 @@ fn run_worker(w: &Workload, worker: u32, seed: u64) -> (Vec<TxnRecord>, Vec<Call
                 let mut seen = None;
                 let read = call(&mut clients, *node, &mut calls, &mut |c| {
                     let got = c.get(Some(&t), &[&key]).map_err(|e| e.to_string())?;
-                    seen = writer(got.into_iter().next().flatten());
+                    seen = writer_of_payload(got.into_iter().next().flatten());
                     Ok(())
                 });
                 match read {
@@ -308,7 +286,7 @@ fn run_worker(w: &Workload, worker: u32, seed: u64) -> (Vec<TxnRecord>, Vec<Call
             let key = w.keys[rng.random_range(0..w.keys.len())].clone();
             let t = tid.clone();
             let put = call(&mut clients, *node, &mut calls, &mut |c| {
-                c.put(Some(&t), &[(&key, value(&t, &key))])
+                c.put(Some(&t), &[(&key, tagged(&t, &key))])
                     .map_err(|e| e.to_string())
             });
             if put.is_err() {
@@ -449,7 +427,7 @@ fn fault_run_with(store: ClusterStore, default_secs: u64, storage_timeout_ms: u6
         let c = client(&cluster, 0, 999, Duration::from_secs(10));
         let init = c.start().unwrap().id;
         let writes: Vec<(&str, Vec<u8>)> =
-            keys.iter().map(|k| (k.as_str(), value(&init, k))).collect();
+            keys.iter().map(|k| (k.as_str(), tagged(&init, k))).collect();
         c.put(Some(&init), &writes).unwrap();
         assert_eq!(
             c.commit(&init, &[]).unwrap().status,
@@ -662,7 +640,7 @@ fn fault_run_with(store: ClusterStore, default_secs: u64, storage_timeout_ms: u6
                 return false;
             };
             keys.iter().all(|k| {
-                let seen = c.get(None, &[k]).ok().and_then(|mut v| writer(v.remove(0)));
+                let seen = c.get(None, &[k]).ok().and_then(|mut v| writer_of_payload(v.remove(0)));
                 judge(k, seen).is_ok()
             })
         }) && keys

@@ -4,16 +4,15 @@
 //! on another. Real sidecars over a real `redis-server`, and over Anna
 //! through anna-client's protocol-faithful test server.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aft::client::{lww_inner, lww_payload, IpcClient};
-use aft::history::{tag_value, writer_of};
+use aft::client::IpcClient;
 use aft::proto::aft::TransactionStatus;
-use support::cluster::{ClusterStore, LocalCluster};
+use aft_testkit::cluster::{ClusterStore, LocalCluster};
+use aft_testkit::tagged::{tagged, writer_of_payload};
+use aft_testkit::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,22 +24,12 @@ fn client(cluster: &LocalCluster, node: usize, thread: u32) -> IpcClient {
     IpcClient::connect(&cluster.nodes[node].ipc, thread, TIMEOUT).unwrap()
 }
 
-fn value(tid: &str, key: &str) -> Vec<u8> {
-    lww_payload(1, &tag_value(tid, key, 8))
-}
-
-fn writer(payload: Option<Vec<u8>>) -> Option<String> {
-    payload
-        .and_then(|p| lww_inner(&p))
-        .and_then(|v| writer_of(&v))
-}
-
 /// A read as Cloudburst's executor client makes it: an error reply is
 /// reported as "no value", exactly like a missing key.
 fn cloudburst_get(c: &IpcClient, tid: &str, key: &str) -> Option<String> {
     c.get(Some(tid), &[key])
         .ok()
-        .and_then(|mut v| writer(v.remove(0)))
+        .and_then(|mut v| writer_of_payload(v.remove(0)))
 }
 
 /// A DAG shape: which node each function runs on, which functions it
@@ -112,7 +101,7 @@ fn run_shape(cluster: &LocalCluster, shape: &Shape, thread: u32) -> (String, Vec
             }
         }
         for key in writes {
-            c.put(Some(&tid), &[(key, value(&tid, key))]).unwrap();
+            c.put(Some(&tid), &[(key, tagged(&tid, key))]).unwrap();
             written.push(*key);
         }
         placed.push(*node);
@@ -226,9 +215,9 @@ fn coordinator_dies_after_its_commit_point(store: ClusterStore) {
     );
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("pa", value(&tid, "pa"))]).unwrap();
+    a.put(Some(&tid), &[("pa", tagged(&tid, "pa"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
-    b.put(Some(&tid), &[("pb", value(&tid, "pb"))]).unwrap();
+    b.put(Some(&tid), &[("pb", tagged(&tid, "pb"))]).unwrap();
     b.send_raw(
         aft::ipc::request::Endpoint::Commit,
         &prost::Message::encode_to_vec(&aft::proto::aft::CommitRequest {
@@ -269,9 +258,9 @@ fn a_participant_killed_after_the_acknowledgement_is_published_all_the_same() {
     let mut cluster = LocalCluster::start(Path::new(BIN), 2, &[]);
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("ka", value(&tid, "ka"))]).unwrap();
+    a.put(Some(&tid), &[("ka", tagged(&tid, "ka"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
-    b.put(Some(&tid), &[("kb", value(&tid, "kb"))]).unwrap();
+    b.put(Some(&tid), &[("kb", tagged(&tid, "kb"))]).unwrap();
     assert_eq!(
         b.commit(&tid, &["127.0.0.1".into()]).unwrap().status,
         TransactionStatus::Committed
@@ -283,22 +272,10 @@ fn a_participant_killed_after_the_acknowledgement_is_published_all_the_same() {
     }
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
 /// Commits `key` through `c` in a transaction of its own.
 fn commit_key(c: &IpcClient, key: &str) -> String {
     let tid = c.start().unwrap().id;
-    c.put(Some(&tid), &[(key, value(&tid, key))]).unwrap();
+    c.put(Some(&tid), &[(key, tagged(&tid, key))]).unwrap();
     assert_eq!(
         c.commit(&tid, &[]).unwrap().status,
         TransactionStatus::Committed
@@ -319,7 +296,7 @@ fn a_read_that_an_unreachable_upstream_could_not_answer_aborts_the_dag() {
     );
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("up", value(&tid, "up"))]).unwrap();
+    a.put(Some(&tid), &[("up", tagged(&tid, "up"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
     cluster.nodes[0].sidecar.signal("STOP");
     assert_eq!(
@@ -327,7 +304,7 @@ fn a_read_that_an_unreachable_upstream_could_not_answer_aborts_the_dag() {
         None,
         "the read cannot succeed"
     );
-    b.put(Some(&tid), &[("down", value(&tid, "down"))]).unwrap();
+    b.put(Some(&tid), &[("down", tagged(&tid, "down"))]).unwrap();
     cluster.nodes[0].sidecar.signal("CONT");
     assert_eq!(
         b.commit(&tid, &["127.0.0.1".into()]).unwrap().status,
@@ -350,7 +327,7 @@ fn values_handed_over_at_continue_are_read_without_the_upstream_node() {
     let cluster = LocalCluster::start(Path::new(BIN), 2, &["--peer-timeout-ms", "500"]);
     let (a, b) = (client(&cluster, 0, 0), client(&cluster, 1, 0));
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("handed", value(&tid, "handed"))])
+    a.put(Some(&tid), &[("handed", tagged(&tid, "handed"))])
         .unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
     cluster.nodes[0].sidecar.signal("STOP");
@@ -359,7 +336,7 @@ fn values_handed_over_at_continue_are_read_without_the_upstream_node() {
         Some(tid.clone()),
         "the DAG reads its own upstream write"
     );
-    b.put(Some(&tid), &[("after", value(&tid, "after"))])
+    b.put(Some(&tid), &[("after", tagged(&tid, "after"))])
         .unwrap();
     assert_eq!(
         b.commit(&tid, &["127.0.0.1".into()]).unwrap().status,
@@ -386,7 +363,7 @@ fn a_read_that_storage_could_not_answer_aborts_the_dag() {
     let reader = b.start().unwrap().id;
     let writer_txn = b.start().unwrap().id;
     assert_eq!(cloudburst_get(&b, &reader, "sx"), Some(init.clone()));
-    b.put(Some(&writer_txn), &[("sw", value(&writer_txn, "sw"))])
+    b.put(Some(&writer_txn), &[("sw", tagged(&writer_txn, "sw"))])
         .unwrap();
     cluster.store.redis_server().kill();
     // "sy" is not cached on node 2: these reads need storage.
@@ -508,7 +485,7 @@ fn a_read_that_timed_out_while_the_sidecar_was_stopped_aborts_the_dag() {
     cluster.nodes[0].sidecar.signal("CONT");
     let executor = IpcClient::connect(&cluster.nodes[0].ipc, 2, Duration::from_secs(10)).unwrap();
     executor
-        .put(Some(&tid), &[("st2", value(&tid, "st2"))])
+        .put(Some(&tid), &[("st2", tagged(&tid, "st2"))])
         .unwrap();
     assert_eq!(
         executor.commit(&tid, &[]).unwrap().status,
@@ -518,7 +495,7 @@ fn a_read_that_timed_out_while_the_sidecar_was_stopped_aborts_the_dag() {
     // New work after the stall is fine.
     let fresh = commit_key(&executor, "st3");
     assert_eq!(
-        writer(executor.get(None, &["st3"]).unwrap().remove(0)),
+        writer_of_payload(executor.get(None, &["st3"]).unwrap().remove(0)),
         Some(fresh)
     );
 }

@@ -5,8 +5,6 @@
 //! sampling the sidecar's resident memory. Memory must stay flat: GC keeps
 //! the index, the cache is bounded, finished transactions are forgotten.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use aft::client::{lww_payload, IpcClient};
 use rand::{RngExt, SeedableRng};
-use support::redis::RedisServer;
-use support::sidecar::Sidecar;
+use aft_testkit::redis::RedisServer;
+use aft_testkit::sidecar::Sidecar;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 

@@ -3,15 +3,16 @@
 //! IPC sockets (as Cloudburst executor threads would), checks the history for
 //! read atomicity, prints what happened, and stops the sidecar.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aft::client::{lww_inner, lww_payload, IpcClient};
-use aft::history::{check, tag_value, writer_of, Op, Status, TxnRecord};
-use aft::proto::aft::TransactionStatus;
+use aft::client::IpcClient;
+use aft::history::{check, Op, TxnRecord};
+use aft_testkit::dag::{committed, HistoryClock, RecordedDag};
+use aft_testkit::process::ChildProcess;
+use aft_testkit::sidecar::{launch, SidecarSpec};
+use aft_testkit::tagged::writer_of_payload;
 use anyhow::{bail, Context as _};
 use clap::Parser;
 
@@ -31,15 +32,6 @@ struct Args {
     /// Path of the aft-sidecar binary (default: next to this one).
     #[arg(long)]
     sidecar: Option<PathBuf>,
-}
-
-struct SidecarProcess(Child);
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,14 +54,14 @@ fn main() -> anyhow::Result<()> {
     let sidecar = start_sidecar(&binary, &ipc, &data)?;
 
     let started = Instant::now();
-    let epoch = Instant::now();
+    let clock = HistoryClock::new();
     let mut workers = Vec::new();
     let keys: Arc<Vec<String>> =
         Arc::new((0..args.keys).map(|i| format!("demo-key-{i}")).collect());
     for thread in 0..args.threads {
         let (ipc, keys, dags) = (ipc.clone(), Arc::clone(&keys), args.dags);
         workers.push(std::thread::spawn(move || {
-            run_executor(&ipc, thread, &keys, dags, epoch)
+            run_executor(&ipc, thread, &keys, dags, clock)
         }));
     }
     let mut history = Vec::new();
@@ -81,10 +73,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let elapsed = started.elapsed();
-    let committed = history
-        .iter()
-        .filter(|t| t.status == Status::Committed)
-        .count();
+    let committed = committed(&history);
     let aborted = history.len() - committed;
     let reads = history
         .iter()
@@ -111,9 +100,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("   final value of each key (writer transaction):");
     for (key, value) in keys.iter().zip(latest) {
-        let writer = value
-            .and_then(|v| lww_inner(&v))
-            .and_then(|v| writer_of(&v));
+        let writer = writer_of_payload(value);
         println!(
             "     {key:<12} <- {}",
             writer.as_deref().unwrap_or("(none)")
@@ -134,84 +121,50 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_sidecar(binary: &Path, ipc: &Path, data: &Path) -> anyhow::Result<SidecarProcess> {
-    let mut child = Command::new(binary)
-        .arg("--ipc-dir")
-        .arg(ipc)
-        .arg("--storage")
-        .arg(format!("file://{}", data.display()))
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .env("AFT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let process = SidecarProcess(child);
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
+/// Starts the sidecar on the embedded store in `data` and echoes what it
+/// printed on standard output.
+fn start_sidecar(binary: &Path, ipc: &Path, data: &Path) -> anyhow::Result<ChildProcess> {
+    let spec = SidecarSpec::new(binary, ipc).args(&[
+        "--storage".to_string(),
+        format!("file://{}", data.display()),
+        "--metrics-addr".to_string(),
+        "127.0.0.1:0".to_string(),
+    ]);
+    let process = launch(&spec).with_context(|| format!("cannot start {}", binary.display()))?;
+    for line in process.startup_lines() {
         println!("   sidecar: {line}");
-        if line.starts_with("aft-sidecar ready") {
-            return Ok(process);
-        }
     }
-    bail!("the sidecar exited before it was ready")
+    println!("   sidecar: aft-sidecar ready (log: {})", spec.log.display());
+    Ok(process)
 }
 
-/// One executor thread: DAGs of two functions, each 2 reads + 1 write.
+/// One executor thread: DAGs of two functions, each 2 reads + 1 write
+/// (values of 4 KiB); every tenth DAG aborts on purpose.
 fn run_executor(
     ipc: &Path,
     thread: u32,
     keys: &[String],
     dags: usize,
-    epoch: Instant,
+    clock: HistoryClock,
 ) -> anyhow::Result<Vec<TxnRecord>> {
     let client = IpcClient::connect(ipc, thread, Duration::from_secs(5))?;
-    let now = || epoch.elapsed().as_nanos() as u64;
     let mut history = Vec::with_capacity(dags);
     for i in 0..dags {
-        let tag = client.start()?;
-        let tid = tag.id.clone();
-        let mut ops = Vec::new();
+        let mut dag = RecordedDag::start(&client, clock, 4096)?;
         let pick = |j: usize| &keys[(thread as usize * 7 + i * 3 + j * 5) % keys.len()];
         for function in 0..2 {
             if function == 1 {
-                client.continue_from(&tid, &tag.address)?;
+                dag.continue_from(&client, dag.upstream())?;
             }
             for j in 0..2 {
-                let key = pick(function * 3 + j);
-                let value = client.get(Some(&tid), &[key])?.remove(0);
-                let writer = value
-                    .and_then(|v| lww_inner(&v))
-                    .and_then(|v| writer_of(&v));
-                ops.push(Op::Read {
-                    key: key.clone(),
-                    writer,
-                    returned_at: now(),
-                });
+                dag.read(&client, pick(function * 3 + j))?;
             }
-            let key = pick(function * 3 + 2);
-            client.put(
-                Some(&tid),
-                &[(key, lww_payload(1, &tag_value(&tid, key, 4096)))],
-            )?;
-            ops.push(Op::Write { key: key.clone() });
+            dag.write(&client, pick(function * 3 + 2))?;
         }
-        let requested = now();
-        let status = if i % 10 == 9 {
-            client.abort(&tid)?;
-            Status::Aborted
+        history.push(if i % 10 == 9 {
+            dag.abort(&client)?
         } else {
-            match client.commit(&tid, &[])?.status {
-                TransactionStatus::Committed => Status::Committed,
-                _ => Status::Aborted,
-            }
-        };
-        history.push(TxnRecord {
-            id: tid,
-            status,
-            commit_timestamp: None,
-            commit_window: Some((requested, now())),
-            ops,
+            dag.commit(&client, &[])?
         });
     }
     Ok(history)

@@ -3,27 +3,15 @@
 
 use std::sync::Arc;
 
-use aft::history::{tag_value, writer_of, Op};
-use aft::proto::anna::LwwValue;
+use aft::history::Op;
 use aft::txn::Engine;
 use bytes::Bytes;
-use prost::Message;
+
+use crate::tagged::{tagged, writer_of_payload};
 
 /// A serialized `LWWValue` whose value names `writer` and `key`.
 pub fn payload(writer: &str, key: &str) -> Bytes {
-    Bytes::from(
-        LwwValue {
-            timestamp: 1,
-            value: tag_value(writer, key, 16),
-        }
-        .encode_to_vec(),
-    )
-}
-
-/// The writer named by a read payload (`None` for no value or a foreign value).
-pub fn writer_of_payload(payload: Option<&Bytes>) -> Option<String> {
-    let lww = LwwValue::decode(payload?.as_ref()).ok()?;
-    writer_of(&lww.value)
+    Bytes::from(tagged(writer, key))
 }
 
 /// Reads `key` in `tid` and returns the history op.

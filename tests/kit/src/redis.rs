@@ -2,97 +2,102 @@
 //! cluster, on free loopback ports, killed when the handle drops (also when
 //! the test panics).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (and, for cluster nodes, `port + 10000` too).
-pub fn free_port(with_bus: bool) -> u16 {
-    for _ in 0..200 {
-        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = listener.local_addr() else {
-            continue;
-        };
-        let port = addr.port();
-        if !with_bus {
-            return port;
-        }
-        if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
+use crate::ports::{free_port, free_port_with_bus};
+use crate::process::{ChildProcess, StartError};
+
+/// How a server is started.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// The program (`redis-server` on the `PATH` by default).
+    pub binary: PathBuf,
+    /// Append-only file with `appendfsync always`, so a SIGKILL loses no
+    /// acknowledged write and a restart keeps the data (default on).
+    pub aof: bool,
+    /// More `redis-server` arguments.
+    pub extra_args: Vec<String>,
 }
 
-fn wait_until_listening(port: u16, child: &mut Child, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            binary: PathBuf::from("redis-server"),
+            aof: true,
+            extra_args: Vec::new(),
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("redis-server on port {port} exited with {status}: {log}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("redis-server on port {port} did not start listening within 10 s");
 }
 
-/// One `redis-server` on a free loopback port, with AOF persistence in a
-/// temporary directory so restarts keep the data.
+/// One `redis-server` on a free loopback port, its files in a temporary
+/// directory (kept across restarts).
 pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
-    child: Option<Child>,
-    extra_args: Vec<String>,
+    process: Option<ChildProcess>,
+    options: RedisOptions,
 }
 
 impl RedisServer {
-    /// Starts a server.
+    /// Starts a server with the default options; panics if it cannot.
     pub fn start() -> Self {
         Self::start_with(&[])
     }
 
-    /// Starts a server with extra `redis-server` arguments.
+    /// Starts a server with extra `redis-server` arguments; panics if it cannot.
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir for redis");
-        let mut server = RedisServer {
-            port: free_port(extra_args.contains(&"--cluster-enabled")),
-            dir,
-            child: None,
+        let options = RedisOptions {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            ..RedisOptions::default()
         };
-        server.spawn();
-        server
+        Self::launch(options).unwrap_or_else(|e| {
+            panic!("redis-server did not start (scripts/install-deps.sh installs it): {e}")
+        })
     }
 
-    fn spawn(&mut self) {
-        let log = self.log_path();
-        let mut child = Command::new("redis-server")
+    /// Starts a server with `options`.
+    pub fn launch(options: RedisOptions) -> Result<Self, StartError> {
+        let cluster = options.extra_args.iter().any(|a| a == "--cluster-enabled");
+        let mut server = RedisServer {
+            port: if cluster { free_port_with_bus() } else { free_port() },
+            dir: tempfile::tempdir().map_err(|source| StartError::Log {
+                path: std::env::temp_dir(),
+                source,
+            })?,
+            process: None,
+            options,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), StartError> {
+        let mut command = Command::new(&self.options.binary);
+        command
             .arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .args(["--logfile", ""])
             .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (the test script installs it)");
-        wait_until_listening(self.port, &mut child, &log);
-        self.child = Some(child);
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
+            .arg(self.dir.path());
+        if self.options.aof {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        command.args(&self.options.extra_args);
+        let log = self.dir.path().join("redis.log");
+        self.process = Some(ChildProcess::spawn_listening(
+            "redis-server",
+            command,
+            &log,
+            self.port,
+            Duration::from_secs(10),
+        )?);
+        Ok(())
     }
 
     /// The port it listens on.
@@ -100,23 +105,34 @@ impl RedisServer {
         self.port
     }
 
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server with SIGKILL (data written with `appendfsync always` survives).
+    /// The running process (`None` after [`RedisServer::kill`]).
+    pub fn process(&self) -> Option<&ChildProcess> {
+        self.process.as_ref()
+    }
+
+    /// Kills the server with SIGKILL (with the AOF on, acknowledged writes survive).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
-    /// Starts the server again on the same port and directory.
+    /// Starts the server again on the same port and directory; panics if it cannot.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("redis-server did not restart: {e}");
+        }
     }
 }
 

@@ -4,15 +4,15 @@
 //! 127.0.0.1..N (same peer port, distinct IPC directories), as
 //! `cluster/local/launch.sh` runs them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use anna_client::test_server::{TestServer, TestServerConfig};
 
-use super::aws::{MotoServer, SeaweedFs};
-use super::outside::OutsideReader;
-use super::redis::RedisServer;
-use super::sidecar::Sidecar;
+use crate::aws::{MotoServer, SeaweedFs};
+use crate::outside::OutsideReader;
+use crate::redis::RedisServer;
+use crate::ports::free_port_on_all;
+use crate::sidecar::{Sidecar, SidecarSpec};
 
 /// The store every node of the cluster shares.
 pub enum ClusterStore {
@@ -34,7 +34,7 @@ fn create_aws_store(url: &str) {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(super::aws::prepare_store(url));
+    runtime.block_on(crate::aws::prepare_store(url));
 }
 
 impl ClusterStore {
@@ -128,21 +128,33 @@ pub struct LocalCluster {
     _dir: tempfile::TempDir,
 }
 
-/// A port free on 127.0.0.1..=n.
-fn free_peer_port(n: usize) -> u16 {
-    for _ in 0..100 {
-        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = listener.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        drop(listener);
-        if (1..=n).all(|i| TcpListener::bind((format!("127.0.0.{i}").as_str(), port)).is_ok()) {
-            return port;
-        }
-    }
-    panic!("no peer port free on all loopback addresses");
+/// The address of node `i` (from 0) of a local cluster: `127.0.0.{i+1}`.
+pub fn node_address(i: usize) -> String {
+    format!("127.0.0.{}", i + 1)
+}
+
+/// The flags that make a sidecar node `i` of `n` of a local cluster, as
+/// `cluster/local/launch.sh` passes them: every node binds the same peer
+/// port on its own loopback address, as nodes of a real cluster do on
+/// their own IPs, and has every node as a seed peer.
+pub fn node_args(i: usize, n: usize, peer_port: u16) -> Vec<String> {
+    let peers: Vec<String> = (0..n).map(node_address).collect();
+    vec![
+        "--node-address".into(),
+        node_address(i),
+        "--peer-mode".into(),
+        "plaintext".into(),
+        "--peer-port".into(),
+        peer_port.to_string(),
+        "--peers".into(),
+        peers.join(","),
+    ]
+}
+
+/// A port free on the addresses of nodes `0..n` (the peer port).
+pub fn free_peer_port(n: usize) -> u16 {
+    let addresses: Vec<String> = (0..n).map(node_address).collect();
+    free_port_on_all(&addresses)
 }
 
 impl LocalCluster {
@@ -171,7 +183,6 @@ impl LocalCluster {
     ) -> LocalCluster {
         let dir = tempfile::tempdir().expect("cluster dir");
         let peer_port = free_peer_port(n.max(3));
-        let addresses: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}")).collect();
         let mut cluster = LocalCluster {
             store,
             nodes: Vec::new(),
@@ -179,7 +190,7 @@ impl LocalCluster {
             _dir: dir,
         };
         for i in 0..n {
-            let node = cluster.spawn_node(binary, i, &addresses, extra, &env_of(i));
+            let node = cluster.spawn_node(binary, i, n, extra, &env_of(i));
             cluster.nodes.push(node);
         }
         cluster
@@ -189,44 +200,29 @@ impl LocalCluster {
         &self,
         binary: &Path,
         i: usize,
-        addresses: &[String],
+        n: usize,
         extra: &[&str],
         env: &[(String, String)],
     ) -> ClusterNode {
-        let address = format!("127.0.0.{}", i + 1);
+        let address = node_address(i);
         let ipc = self._dir.path().join(format!("node{}", i + 1));
-        let port = self.peer_port.to_string();
-        let seeds = addresses.join(",");
-        let storage = self.store.url();
-        let mut args = vec![
-            "--storage",
-            storage.as_str(),
-            "--node-address",
-            address.as_str(),
-            "--peer-mode",
-            "plaintext",
-            "--peer-port",
-            port.as_str(),
-            "--peers",
-            seeds.as_str(),
-            "--metrics-addr",
-            "off",
-        ];
-        args.extend_from_slice(extra);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let sidecar = Sidecar::start_with_env(binary, &ipc, &args, &env);
+        let spec = SidecarSpec::new(binary, &ipc)
+            .args(&["--storage".to_string(), self.store.url()])
+            .args(&node_args(i, n, self.peer_port))
+            .args(&["--metrics-addr", "off"])
+            .args(extra)
+            .envs(env);
         ClusterNode {
             address,
             ipc,
-            sidecar,
+            sidecar: Sidecar::start_spec(spec),
         }
     }
 
     /// Adds node number `len + 1` later (a late joiner).
     pub fn add_node(&mut self, binary: &Path, extra: &[&str]) {
         let n = self.nodes.len() + 1;
-        let addresses: Vec<String> = (1..=n).map(|i| format!("127.0.0.{i}")).collect();
-        let node = self.spawn_node(binary, n - 1, &addresses, extra, &[]);
+        let node = self.spawn_node(binary, n - 1, n, extra, &[]);
         self.nodes.push(node);
     }
 

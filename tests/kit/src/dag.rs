@@ -1,0 +1,164 @@
+//! A DAG run through [`IpcClient`]s and recorded as the history checker
+//! wants it: every read with the writer it saw, every write, and how the
+//! commit ended with the time window it took. The same recording serves a
+//! DAG of one function, of several functions on one node (`continue`), and
+//! of functions on different nodes (a client per node).
+
+use std::time::Instant;
+
+use aft::client::{ClientError, IpcClient};
+use aft::history::{check, Anomaly, Op, Status, TxnRecord};
+use aft::proto::aft::TransactionStatus;
+
+use crate::tagged::{tagged_padded, writer_of_payload};
+
+/// Monotonic nanoseconds since a common start, shared by every recorder of
+/// one history (the checker compares commit windows and read times).
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryClock {
+    epoch: Instant,
+}
+
+impl HistoryClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        HistoryClock {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the clock started.
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+impl Default for HistoryClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One DAG in flight: its transaction id and what it did so far.
+#[derive(Debug)]
+pub struct RecordedDag {
+    tid: String,
+    /// The node that started it (its `start` reply's address).
+    upstream: String,
+    ops: Vec<Op>,
+    clock: HistoryClock,
+    /// Bytes of padding in each value written.
+    padding: usize,
+}
+
+impl RecordedDag {
+    /// Starts a transaction through `client`; values written will carry
+    /// `padding` bytes of padding.
+    pub fn start(
+        client: &IpcClient,
+        clock: HistoryClock,
+        padding: usize,
+    ) -> Result<Self, ClientError> {
+        let tag = client.start()?;
+        Ok(RecordedDag {
+            tid: tag.id,
+            upstream: tag.address,
+            ops: Vec::new(),
+            clock,
+            padding,
+        })
+    }
+
+    /// The transaction id.
+    pub fn tid(&self) -> &str {
+        &self.tid
+    }
+
+    /// The address of the node that started it.
+    pub fn upstream(&self) -> &str {
+        &self.upstream
+    }
+
+    /// The next function runs through `client`, after the function that
+    /// ran on node `from` (`continue`).
+    pub fn continue_from(&self, client: &IpcClient, from: &str) -> Result<(), ClientError> {
+        client.continue_from(&self.tid, from)
+    }
+
+    /// Reads `key` and records the writer it saw.
+    pub fn read(&mut self, client: &IpcClient, key: &str) -> Result<Option<String>, ClientError> {
+        let payload = client.get(Some(&self.tid), &[key])?.pop().flatten();
+        let writer = writer_of_payload(payload);
+        self.ops.push(Op::Read {
+            key: key.to_string(),
+            writer: writer.clone(),
+            returned_at: self.clock.now(),
+        });
+        Ok(writer)
+    }
+
+    /// Writes a value naming this transaction to `key`, and records it.
+    pub fn write(&mut self, client: &IpcClient, key: &str) -> Result<(), ClientError> {
+        let value = tagged_padded(&self.tid, key, self.padding);
+        client.put(Some(&self.tid), &[(key, value)])?;
+        self.ops.push(Op::Write {
+            key: key.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Commits through `client` (the node of the last function), naming
+    /// the other nodes the DAG ran on; returns the record.
+    pub fn commit(
+        self,
+        client: &IpcClient,
+        other_nodes: &[String],
+    ) -> Result<TxnRecord, ClientError> {
+        let requested = self.clock.now();
+        let reply = client.commit(&self.tid, other_nodes)?;
+        let status = match reply.status {
+            TransactionStatus::Committed => Status::Committed,
+            _ => Status::Aborted,
+        };
+        Ok(self.finish(status, requested))
+    }
+
+    /// Aborts through `client`; returns the record.
+    pub fn abort(self, client: &IpcClient) -> Result<TxnRecord, ClientError> {
+        let requested = self.clock.now();
+        client.abort(&self.tid)?;
+        Ok(self.finish(Status::Aborted, requested))
+    }
+
+    /// The record of a DAG whose end is `status`, its commit requested at
+    /// `requested` and answered now.
+    pub fn finish(self, status: Status, requested: u64) -> TxnRecord {
+        TxnRecord {
+            id: self.tid,
+            status,
+            commit_timestamp: None,
+            commit_window: Some((requested, self.clock.now())),
+            ops: self.ops,
+        }
+    }
+}
+
+/// Panics, showing the first five anomalies, unless `history` is read-atomic.
+pub fn assert_read_atomic(history: &[TxnRecord]) {
+    let anomalies: Vec<Anomaly> = check(history);
+    assert!(
+        anomalies.is_empty(),
+        "{} anomalies in {} transactions: {:?}",
+        anomalies.len(),
+        history.len(),
+        &anomalies[..anomalies.len().min(5)]
+    );
+}
+
+/// How many of `history` committed.
+pub fn committed(history: &[TxnRecord]) -> usize {
+    history
+        .iter()
+        .filter(|t| t.status == Status::Committed)
+        .count()
+}
