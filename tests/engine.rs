@@ -1,7 +1,6 @@
 //! The transaction engine on one node: the read rule, commit, abort,
 //! idempotence, leases, crash points, recovery and GC.
 
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,10 +10,10 @@ use aft::history::{check, Op, Status, TxnRecord};
 use aft::metrics::Metrics;
 use aft::storage::{MemoryStorage, Storage, StorageOptions};
 use aft::txn::{Engine, EngineConfig, Outcome, TxnError};
-use bytes::Bytes;
 use aft_testkit::faulty::{Faults, FaultyStorage};
 use aft_testkit::tagged::writer_of_payload;
 use aft_testkit::workload::{payload, read_op, write_op};
+use bytes::Bytes;
 
 async fn engine_over(storage: Arc<dyn Storage>, config: EngineConfig) -> Arc<Engine> {
     Engine::open(storage, config, Metrics::new(), None)

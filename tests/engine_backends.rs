@@ -2,7 +2,6 @@
 //! read-atomicity history check, then a restart that must keep every
 //! acknowledged commit.
 
-
 use std::sync::Arc;
 
 use aft::history::{check, Op, Status, TxnRecord};

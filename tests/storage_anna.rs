@@ -1,15 +1,14 @@
 //! The storage conformance suite, and Anna-specific behaviour, against the
 //! Anna backend on anna-client's protocol-faithful test server.
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aft::storage::{open, AnnaStorage, Storage, StorageError, StorageOptions};
+use aft_testkit::conformance as suite;
 use anna_client::proto::AnnaError;
 use anna_client::test_server::{TestServer, TestServerConfig};
 use anna_client::{Envelope, LwwValue, Value};
-use aft_testkit::conformance as suite;
 
 /// A test server with `kvs_threads` KVS threads and the backend opened on
 /// it through its `anna://` URL.

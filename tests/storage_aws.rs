@@ -4,7 +4,6 @@
 //! restart, missing tables and buckets, and servers killed mid-suite.
 #![cfg(all(feature = "dynamodb", feature = "s3"))]
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! The storage conformance suite against every backend: embedded (on disk),
 //! a real `redis-server`, and a real 3-master Redis Cluster.
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

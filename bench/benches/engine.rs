@@ -30,7 +30,7 @@ use aft::metrics::Metrics;
 use aft::storage::{MemoryStorage, StorageOptions};
 use aft::txn::read_rule::{select_version, Selection};
 use aft::txn::{Engine, EngineConfig};
-use aft_bench::workload::tagged_value;
+use aft_testkit::tagged::tag_of_size as tagged_value;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tokio::runtime::Runtime;

@@ -15,14 +15,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use aft::client::lww_payload;
 use aft::ipc::request::{decode, Endpoint, Request};
 use aft::proto::aft::{TransactionStatus, TransactionTag};
 use aft::proto::anna::{AnnaError, KeyResponse, KeyTuple, LatticeType, RequestType};
 use anyhow::Context as _;
 use prost::Message;
 
-use crate::workload::tagged_value;
+use aft_testkit::tagged::tagged_of_size;
 
 /// Settings of the echo server.
 #[derive(Debug, Clone)]
@@ -54,7 +53,7 @@ pub fn serve(
             .with_context(|| format!("cannot bind {address}"))?;
         sockets.push((endpoint, socket));
     }
-    let payload = lww_payload(1, &tagged_value("echo", "echo", config.reply_bytes));
+    let payload = tagged_of_size("echo", "echo", config.reply_bytes);
     let mut replies: HashMap<String, zmq::Socket> = HashMap::new();
     let mut next_tid: u64 = 0;
     println!("echo-server ready: ipc dir {}", ipc_dir.display());

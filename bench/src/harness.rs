@@ -78,40 +78,6 @@ pub const WORKLOADS: [&str; 15] = [
 /// per DAG, and the history check.
 pub const OPT_IN: [&str; 2] = ["sidecar-dynamodb-net-dag", "sidecar-s3-net-dag"];
 
-/// Node addresses of the multi-node sidecars (distinct loopback IPs).
-pub fn node_address(i: usize) -> String {
-    format!("127.0.0.{}", i + 1)
-}
-
-/// The flags that make sidecar `i` of `n` one node of a cluster, as the
-/// project's own local cluster launcher passes them: every node binds the
-/// same peer port on its own loopback address (`127.0.0.X`), as nodes of a
-/// real cluster do on their own IPs, and gets every node as a seed peer.
-pub fn multi_node_args(i: usize, n: usize, peer_port: u16) -> Vec<String> {
-    let peers: Vec<String> = (0..n).map(node_address).collect();
-    vec![
-        "--node-address".into(),
-        node_address(i),
-        "--peer-mode".into(),
-        "plaintext".into(),
-        "--peer-port".into(),
-        peer_port.to_string(),
-        "--peers".into(),
-        peers.join(","),
-    ]
-}
-
-/// A TCP port free on every node address `127.0.0.1..=n`.
-pub fn free_peer_port(n: usize) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let port = crate::procs::free_port()?;
-        if (0..n).all(|i| std::net::TcpListener::bind((node_address(i).as_str(), port)).is_ok()) {
-            return Ok(port);
-        }
-    }
-    bail!("no TCP port is free on all of 127.0.0.1..{n}")
-}
-
 /// The default sidecar binary: `aft-sidecar` next to `bench_exe`.
 pub fn default_sidecar(bench_exe: &Path) -> anyhow::Result<PathBuf> {
     Ok(bench_exe

@@ -15,7 +15,7 @@ use aft::client::{lww_payload, IpcClient};
 use anyhow::{bail, Context as _};
 
 use crate::cost::{counter, rss_bytes, scrape};
-use crate::procs::{start_sidecar, RedisProcess, SidecarSpec};
+use crate::procs::{sidecar_spec, start_redis, start_sidecar};
 
 /// One memory measurement.
 #[derive(Debug, Clone)]
@@ -53,18 +53,12 @@ pub fn measure(
     cache_bytes: u64,
     dir: &Path,
 ) -> anyhow::Result<MemoryFigures> {
-    let redis = RedisProcess::start(redis_binary, dir, false)?;
+    let redis = start_redis(redis_binary, false)?;
     let ipc = dir.join("ipc");
-    let spec = SidecarSpec {
-        binary: binary.to_path_buf(),
-        ipc_dir: ipc.clone(),
-        storage: format!("redis://{}", redis.addr),
-        extra_args: vec!["--cache-bytes".into(), cache_bytes.to_string()],
-        wrapper: Vec::new(),
-        env: Vec::new(),
-        log: dir.join("sidecar.log"),
-    };
-    let sidecar = start_sidecar(&spec, Duration::from_secs(30))?;
+    let mut spec = sidecar_spec(binary, &ipc, &redis.url(), &dir.join("sidecar.log"))
+        .args(&["--cache-bytes".to_string(), cache_bytes.to_string()]);
+    spec.timeout = Duration::from_secs(30);
+    let sidecar = start_sidecar(&spec)?;
     let metrics = sidecar
         .metrics_addr()
         .context("the sidecar announced no metrics endpoint")?;

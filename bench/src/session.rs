@@ -4,24 +4,24 @@
 //! history of its transactions).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aft::client::{lww_inner, lww_payload, IpcClient};
+use aft::client::{lww_payload, IpcClient};
 use aft::history::{writer_of, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 
 use crate::resp::RespClient;
-use crate::workload::{key_name, tagged_value, KeyPicker, WorkloadParams};
+use crate::workload::{key_name, KeyPicker, WorkloadParams};
+use aft_testkit::dag::{HistoryClock, RecordedDag};
+use aft_testkit::tagged::tag_of_size as tagged_value;
 
 /// Monotonic nanoseconds since the first call in this process (the
 /// timeline of every history record).
 pub fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    HistoryClock::process_wide().now()
 }
 
 /// A latency histogram in nanoseconds (1 ns to 60 s, 3 significant digits).
@@ -163,13 +163,6 @@ fn timed<T>(rec: &mut Recorder, name: &'static str, f: impl FnOnce() -> T) -> T 
     out
 }
 
-/// The writer named by a read payload (an `LWWValue` holding a tagged value).
-fn writer_of_payload(payload: Option<Vec<u8>>) -> Option<String> {
-    payload
-        .and_then(|p| lww_inner(&p))
-        .and_then(|v| writer_of(&v))
-}
-
 /// One client thread.
 pub struct Worker {
     /// Unique across the run (also the IPC thread id).
@@ -302,10 +295,11 @@ impl Worker {
             |f: usize| (self.id as usize + self.seq as usize + if spread { f } else { 0 }) % nodes;
         let dag_started = Instant::now();
         let first = place(0);
-        let tag =
-            timed(rec, "start", || clients[first].start()).map_err(|e| format!("start: {e}"))?;
-        let tid = tag.id;
-        let mut ops = Vec::new();
+        let clock = HistoryClock::process_wide();
+        let mut dag = timed(rec, "start", || {
+            RecordedDag::start(&clients[first], clock, params.value_bytes)
+        })
+        .map_err(|e| format!("start: {e}"))?;
         let mut prev = first;
         let mut used = vec![first];
         let outcome: Result<(), String> = (|| {
@@ -313,7 +307,7 @@ impl Worker {
                 let node = place(f);
                 if f > 0 && (node != prev || params.continue_same_node) {
                     timed(rec, "continue", || {
-                        clients[node].continue_from(&tid, &addresses[prev])
+                        dag.continue_from(&clients[node], &addresses[prev])
                     })
                     .map_err(|e| format!("continue: {e}"))?;
                 }
@@ -322,41 +316,20 @@ impl Worker {
                 }
                 let client = &clients[node];
                 for key in reads {
-                    let mut value = timed(rec, "get", || client.get(Some(&tid), &[key]))
-                        .map_err(|e| format!("get: {e}"))?;
-                    if history {
-                        ops.push(Op::Read {
-                            key: key.clone(),
-                            writer: writer_of_payload(value.pop().flatten()),
-                            returned_at: now_ns(),
-                        });
-                    }
+                    timed(rec, "get", || dag.read(client, key)).map_err(|e| format!("get: {e}"))?;
                 }
                 for key in writes {
-                    let payload = lww_payload(1, &tagged_value(&tid, key, params.value_bytes));
-                    timed(rec, "put", || client.put(Some(&tid), &[(key, payload)]))
+                    timed(rec, "put", || dag.write(client, key))
                         .map_err(|e| format!("put: {e}"))?;
-                    if history {
-                        ops.push(Op::Write { key: key.clone() });
-                    }
                 }
                 prev = node;
             }
             Ok(())
         })();
         if let Err(e) = outcome {
-            let status = match clients[prev].abort(&tid) {
-                Ok(tag) if tag.status == TransactionStatus::Aborted => Status::Aborted,
-                _ => Status::Unknown,
-            };
+            let (record, _) = dag.abort_recorded(&clients[prev]);
             if history {
-                rec.history.push(TxnRecord {
-                    id: tid,
-                    status,
-                    commit_timestamp: None,
-                    commit_window: None,
-                    ops,
-                });
+                rec.history.push(record);
             }
             return Err(e);
         }
@@ -365,22 +338,12 @@ impl Worker {
             .filter(|n| **n != prev)
             .map(|n| addresses[*n].clone())
             .collect();
-        let requested = now_ns();
-        let committed = timed(rec, "commit", || clients[prev].commit(&tid, &others));
-        let acked = now_ns();
-        let status = match &committed {
-            Ok(tag) if tag.status == TransactionStatus::Committed => Status::Committed,
-            Ok(_) => Status::Aborted,
-            Err(_) => Status::Unknown,
-        };
+        let (record, committed) = timed(rec, "commit", || {
+            dag.commit_recorded(&clients[prev], &others)
+        });
+        let status = record.status.clone();
         if history {
-            rec.history.push(TxnRecord {
-                id: tid,
-                status: status.clone(),
-                commit_timestamp: None,
-                commit_window: Some((requested, acked)),
-                ops,
-            });
+            rec.history.push(record);
         }
         match committed {
             Ok(_) if status == Status::Aborted => {

@@ -14,7 +14,9 @@ use aft::client::{lww_payload, IpcClient};
 use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
 
-use crate::procs::{free_port, start_sidecar, RedisProcess, SidecarSpec};
+use aft_testkit::cluster::{free_peer_port, node_args};
+
+use crate::procs::{sidecar_spec, start_redis, start_sidecar};
 
 /// Staleness figures, microseconds.
 #[derive(Debug, Clone)]
@@ -36,38 +38,17 @@ pub fn measure(
     samples: u64,
     dir: &Path,
 ) -> anyhow::Result<Staleness> {
-    let redis = RedisProcess::start(redis_binary, dir, false)?;
-    let peer_port = free_port()?.to_string();
-    let storage = format!("redis://{}", redis.addr);
+    let redis = start_redis(redis_binary, false)?;
+    let peer_port = free_peer_port(2);
+    let storage = redis.url();
     let node = |i: usize| -> anyhow::Result<_> {
-        let address = format!("127.0.0.{i}");
-        start_sidecar(
-            &SidecarSpec {
-                binary: binary.to_path_buf(),
-                ipc_dir: dir.join(format!("stale-node{i}")),
-                storage: storage.clone(),
-                extra_args: [
-                    "--node-address",
-                    &address,
-                    "--peer-mode",
-                    "plaintext",
-                    "--peer-port",
-                    &peer_port,
-                    "--peers",
-                    "127.0.0.1,127.0.0.2",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-                wrapper: Vec::new(),
-                env: Vec::new(),
-                log: dir.join(format!("stale-node{i}.log")),
-            },
-            Duration::from_secs(20),
-        )
+        let ipc = dir.join(format!("stale-node{}", i + 1));
+        let log = dir.join(format!("stale-node{}.log", i + 1));
+        let spec = sidecar_spec(binary, &ipc, &storage, &log).args(&node_args(i, 2, peer_port));
+        Ok(start_sidecar(&spec)?)
     };
-    let _n1 = node(1)?;
-    let _n2 = node(2)?;
+    let _n1 = node(0)?;
+    let _n2 = node(1)?;
     let writer = IpcClient::connect(&dir.join("stale-node1"), 0, Duration::from_secs(5))?;
     let reader = IpcClient::connect(&dir.join("stale-node2"), 0, Duration::from_secs(5))?;
     // Let membership settle (heartbeats) before measuring.

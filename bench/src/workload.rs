@@ -1,7 +1,6 @@
 //! The workload: key space, Zipf key choice, the DAG's shape, and values
 //! that name their writer (so the history checker can tell what each read saw).
 
-use aft::history::tag_value;
 use rand::Rng;
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
@@ -111,13 +110,6 @@ pub fn key_name(prefix: &str, index: usize) -> String {
     format!("{prefix}:{index:06}")
 }
 
-/// A value of about `value_bytes` bytes naming `writer` and `key`
-/// ([`aft::history::writer_of`] decodes it).
-pub fn tagged_value(writer: &str, key: &str, value_bytes: usize) -> Vec<u8> {
-    let header = tag_value(writer, key, 0).len();
-    tag_value(writer, key, value_bytes.saturating_sub(header))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,12 +141,5 @@ mod tests {
             }
         }
         assert!(hot > 1000, "key 0 should be hot, got {hot}");
-    }
-
-    #[test]
-    fn values_have_the_asked_size_and_name_their_writer() {
-        let v = tagged_value("t1", "k:1", 4096);
-        assert_eq!(v.len(), 4096);
-        assert_eq!(aft::history::writer_of(&v).as_deref(), Some("t1"));
     }
 }

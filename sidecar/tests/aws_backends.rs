@@ -3,7 +3,6 @@
 //! or bucket, `--create-storage`, DAG transactions whose results an outside
 //! reader finds in the store, and DynamoDB's value limit at the put.
 
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -70,9 +69,15 @@ fn serves_dags_whose_results_reach_the_store(sidecar: &Sidecar, url: &str) {
     b.continue_from(&tid, "127.0.0.1").unwrap();
     let seen = b.get(Some(&tid), &["order"]).unwrap();
     let _writer = |v: Option<Vec<u8>>| v.and_then(|p| lww_inner(&p)).and_then(|v| writer_of(&v));
-    assert_eq!(writer_of_payload(seen.into_iter().next().flatten()), Some(tid.clone()));
-    b.put(Some(&tid), &[("receipt", tagged_padded(&tid, "receipt", 64))])
-        .unwrap();
+    assert_eq!(
+        writer_of_payload(seen.into_iter().next().flatten()),
+        Some(tid.clone())
+    );
+    b.put(
+        Some(&tid),
+        &[("receipt", tagged_padded(&tid, "receipt", 64))],
+    )
+    .unwrap();
     assert_eq!(
         b.commit(&tid, &[]).unwrap().status,
         TransactionStatus::Committed
@@ -84,7 +89,10 @@ fn serves_dags_whose_results_reach_the_store(sidecar: &Sidecar, url: &str) {
     }
     // A plain (non-transactional) read sees the committed value too.
     let plain = a.get(None, &["receipt"]).unwrap();
-    assert_eq!(writer_of_payload(plain.into_iter().next().flatten()), Some(tid));
+    assert_eq!(
+        writer_of_payload(plain.into_iter().next().flatten()),
+        Some(tid)
+    );
 }
 
 #[test]
@@ -99,7 +107,10 @@ fn a_sidecar_on_dynamodb_serves_dags_and_refuses_what_an_item_cannot_hold() {
     // what it wrote within the limit.
     let c = IpcClient::connect(&sidecar.ipc_dir, 2, TIMEOUT).unwrap();
     let tid = c.start().unwrap().id;
-    let refused = c.put(Some(&tid), &[("huge", tagged_padded(&tid, "huge", 1 << 20))]);
+    let refused = c.put(
+        Some(&tid),
+        &[("huge", tagged_padded(&tid, "huge", 1 << 20))],
+    );
     assert!(refused.is_err(), "a 1 MiB value was accepted on DynamoDB");
     let near_limit = tagged_padded(&tid, "large", aft::storage::DYNAMODB_VALUE_LIMIT - 1024);
     let ok = c.start().unwrap().id;

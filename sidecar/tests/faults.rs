@@ -3,7 +3,6 @@
 //! is checked for read atomicity and for lost acknowledged commits; each
 //! test prints a one-line report (`cargo test -- --nocapture` shows it).
 
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -273,7 +272,9 @@ fn redis_restart_under_load_loses_no_acknowledged_commit() {
     let mut lost = 0;
     for t in &committed {
         let own = format!("own-{}", t.id);
-        if writer_of_payload(c.get(None, &[&own]).unwrap().remove(0)).as_deref() != Some(t.id.as_str()) {
+        if writer_of_payload(c.get(None, &[&own]).unwrap().remove(0)).as_deref()
+            != Some(t.id.as_str())
+        {
             lost += 1;
         }
     }

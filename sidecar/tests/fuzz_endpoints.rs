@@ -2,7 +2,6 @@
 //! every IPC endpoint and on the peer port. It must answer what it can,
 //! drop the rest, stay up, and keep serving well-behaved clients.
 
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,9 +9,9 @@ use aft::client::{lww_payload, IpcClient};
 use aft::ipc::request::{Endpoint, TRANSACTION_ID_KEY};
 use aft::proto::aft::TransactionStatus;
 use aft::proto::anna::{KeyRequest, KeyTuple, LatticeType};
+use aft_testkit::cluster::LocalCluster;
 use prost::Message;
 use rand::{RngExt, SeedableRng};
-use aft_testkit::cluster::LocalCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const FRAMES_PER_ENDPOINT: usize = 400;

@@ -2,7 +2,6 @@
 //! Cloudburst executor drives its node cache (hand-built KeyRequests,
 //! transaction ids in a trailing TRANSACTION_ID tuple).
 
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +11,9 @@ use aft::history::TxnRecord;
 use aft::ipc::request::{Endpoint, TRANSACTION_ID_KEY};
 use aft::proto::aft::{TransactionStatus, TransactionTag};
 use aft::proto::anna::{AnnaError, KeyRequest, KeyResponse, KeyTuple, LatticeType};
-use prost::Message;
 use aft_testkit::dag::{assert_read_atomic, committed, HistoryClock, RecordedDag};
 use aft_testkit::sidecar::Sidecar;
+use prost::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -2,7 +2,6 @@
 //! addresses 127.0.0.1..3: DAGs whose functions run on different nodes,
 //! atomic commit across nodes, and what happens when nodes die or stall.
 
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +10,9 @@ use aft::client::IpcClient;
 use aft::history::TxnRecord;
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::LocalCluster;
-use aft_testkit::tagged::{tagged, writer_of_payload};
 use aft_testkit::dag::{assert_read_atomic, committed, HistoryClock, RecordedDag};
 use aft_testkit::eventually;
+use aft_testkit::tagged::{tagged, writer_of_payload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +89,8 @@ fn fan_out_and_fan_in_dags_commit_every_branch() {
         client(&cluster, 2, 0),
     );
     let tid = a.start().unwrap().id;
-    a.put(Some(&tid), &[("root", tagged(&tid, "root"))]).unwrap();
+    a.put(Some(&tid), &[("root", tagged(&tid, "root"))])
+        .unwrap();
     // Fan-out: two branches continue from A.
     b.continue_from(&tid, "127.0.0.1").unwrap();
     c.continue_from(&tid, "127.0.0.1").unwrap();
@@ -98,7 +98,8 @@ fn fan_out_and_fan_in_dags_commit_every_branch() {
         writer_of_payload(b.get(Some(&tid), &["root"]).unwrap().remove(0)),
         Some(tid.clone())
     );
-    b.put(Some(&tid), &[("left", tagged(&tid, "left"))]).unwrap();
+    b.put(Some(&tid), &[("left", tagged(&tid, "left"))])
+        .unwrap();
     c.put(Some(&tid), &[("right", tagged(&tid, "right"))])
         .unwrap();
     // Fan-in on A: the sink continues from both branches.
@@ -109,7 +110,8 @@ fn fan_out_and_fan_in_dags_commit_every_branch() {
         .into_iter()
         .map(writer_of_payload)
         .all(|w| w.as_deref() == Some(tid.as_str())));
-    a.put(Some(&tid), &[("sink", tagged(&tid, "sink"))]).unwrap();
+    a.put(Some(&tid), &[("sink", tagged(&tid, "sink"))])
+        .unwrap();
     assert_eq!(
         a.commit(&tid, &cluster.others(0)).unwrap().status,
         TransactionStatus::Committed
@@ -146,8 +148,7 @@ fn concurrent_dags_spread_over_all_nodes_are_read_atomic() {
                 // One function on each of two nodes: two reads, one write.
                 for (c, range) in [(&up, 0..2usize), (&down, 3..5usize)] {
                     if range.start == 3 {
-                        dag.continue_from(c, &cluster.nodes[first].address)
-                            .unwrap();
+                        dag.continue_from(c, &cluster.nodes[first].address).unwrap();
                     }
                     for j in range.clone() {
                         dag.read(c, pick(j)).unwrap();
@@ -345,7 +346,8 @@ fn a_stalled_peer_makes_its_dags_abort_in_bounded_time_then_recovers() {
     )]));
     // And A serves new cross-node DAGs again.
     let t2 = a.start().unwrap().id;
-    a.put(Some(&t2), &[("after", tagged(&t2, "after"))]).unwrap();
+    a.put(Some(&t2), &[("after", tagged(&t2, "after"))])
+        .unwrap();
     b.continue_from(&t2, "127.0.0.1").unwrap();
     assert_eq!(
         b.commit(&t2, &["127.0.0.1".to_string()]).unwrap().status,

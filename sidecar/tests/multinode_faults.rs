@@ -5,7 +5,6 @@
 //! outages). Every run prints its seed; `AFT_FAULT_SEED=<seed>` replays the
 //! same schedule (timings are real, so the interleaving may differ).
 
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +14,11 @@ use std::time::{Duration, Instant};
 use aft::client::IpcClient;
 use aft::history::{check, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
+use aft_testkit::cluster::{ClusterStore, LocalCluster};
+use aft_testkit::eventually;
+use aft_testkit::tagged::{tagged, writer_of_payload};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use aft_testkit::cluster::{ClusterStore, LocalCluster};
-use aft_testkit::tagged::{tagged, writer_of_payload};
-use aft_testkit::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 
@@ -426,8 +425,10 @@ fn fault_run_with(store: ClusterStore, default_secs: u64, storage_timeout_ms: u6
     {
         let c = client(&cluster, 0, 999, Duration::from_secs(10));
         let init = c.start().unwrap().id;
-        let writes: Vec<(&str, Vec<u8>)> =
-            keys.iter().map(|k| (k.as_str(), tagged(&init, k))).collect();
+        let writes: Vec<(&str, Vec<u8>)> = keys
+            .iter()
+            .map(|k| (k.as_str(), tagged(&init, k)))
+            .collect();
         c.put(Some(&init), &writes).unwrap();
         assert_eq!(
             c.commit(&init, &[]).unwrap().status,
@@ -640,7 +641,10 @@ fn fault_run_with(store: ClusterStore, default_secs: u64, storage_timeout_ms: u6
                 return false;
             };
             keys.iter().all(|k| {
-                let seen = c.get(None, &[k]).ok().and_then(|mut v| writer_of_payload(v.remove(0)));
+                let seen = c
+                    .get(None, &[k])
+                    .ok()
+                    .and_then(|mut v| writer_of_payload(v.remove(0)));
                 judge(k, seen).is_ok()
             })
         }) && keys

@@ -4,15 +4,14 @@
 //! on another. Real sidecars over a real `redis-server`, and over Anna
 //! through anna-client's protocol-faithful test server.
 
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aft::client::IpcClient;
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::{ClusterStore, LocalCluster};
-use aft_testkit::tagged::{tagged, writer_of_payload};
 use aft_testkit::eventually;
+use aft_testkit::tagged::{tagged, writer_of_payload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -304,7 +303,8 @@ fn a_read_that_an_unreachable_upstream_could_not_answer_aborts_the_dag() {
         None,
         "the read cannot succeed"
     );
-    b.put(Some(&tid), &[("down", tagged(&tid, "down"))]).unwrap();
+    b.put(Some(&tid), &[("down", tagged(&tid, "down"))])
+        .unwrap();
     cluster.nodes[0].sidecar.signal("CONT");
     assert_eq!(
         b.commit(&tid, &["127.0.0.1".into()]).unwrap().status,

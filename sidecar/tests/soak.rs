@@ -5,16 +5,15 @@
 //! sampling the sidecar's resident memory. Memory must stay flat: GC keeps
 //! the index, the cache is bounded, finished transactions are forgotten.
 
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aft::client::{lww_payload, IpcClient};
-use rand::{RngExt, SeedableRng};
 use aft_testkit::redis::RedisServer;
 use aft_testkit::sidecar::Sidecar;
+use rand::{RngExt, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 

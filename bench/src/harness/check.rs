@@ -39,7 +39,10 @@ impl Histories {
 /// A note, with its log's tail, for each process of `rig` no longer running.
 pub(super) fn dead_processes(rig: &mut Rig) -> Vec<String> {
     let mut notes = Vec::new();
-    for (name, process) in &mut rig.processes {
+    for (name, owner) in &mut rig.processes {
+        let Some(process) = owner.process_mut() else {
+            continue;
+        };
         if !process.is_running() {
             notes.push(format!(
                 "{name} was no longer running at the end of the run; its log:\n{}",

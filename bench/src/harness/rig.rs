@@ -12,7 +12,7 @@ use aft::client::IpcClient;
 use anyhow::Context as _;
 
 use crate::cost::Probe;
-use crate::procs::ChildProcess;
+use crate::procs::{ChildProcess, OwnsProcess};
 use crate::resp::RespClient;
 use crate::runner::{Connector, Pool};
 use crate::session::{Conn, Worker};
@@ -25,7 +25,7 @@ pub(super) struct Rig {
     /// Client pools, by index (a workload names its pool by index).
     pub pools: Vec<Pool>,
     /// Every process started, with the label the run's notes give it.
-    pub processes: Vec<(String, ChildProcess)>,
+    pub processes: Vec<(String, Box<dyn OwnsProcess>)>,
     /// The sidecars behind each pool (by pool index), for the cost figures.
     probes: HashMap<usize, Vec<Probe>>,
     /// Client ids, unique over all pools.
@@ -36,8 +36,10 @@ impl Drop for Rig {
     fn drop(&mut self) {
         self.pools.clear();
         // Sidecars before the Redis they use.
-        while let Some((_, mut p)) = self.processes.pop() {
-            p.stop();
+        while let Some((_, mut owner)) = self.processes.pop() {
+            if let Some(process) = owner.process_mut() {
+                process.stop();
+            }
         }
     }
 }
@@ -54,8 +56,8 @@ impl Rig {
     }
 
     /// Keeps `process` (labelled `label`) until the rig drops.
-    pub fn add_process(&mut self, label: impl Into<String>, process: ChildProcess) {
-        self.processes.push((label.into(), process));
+    pub fn add_process(&mut self, label: impl Into<String>, process: impl OwnsProcess + 'static) {
+        self.processes.push((label.into(), Box::new(process)));
     }
 
     /// Keeps sidecar `process` and samples its costs for pool `pool` (if it

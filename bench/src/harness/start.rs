@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use super::plan::Plan;
 use super::rig::{ipc_connector, redis_connector, Rig};
-use super::{free_peer_port, multi_node_args, node_address};
 use crate::aws::AwsStore;
 use crate::cli::RunArgs;
 use crate::procs::{
-    start_echo, start_proxy, start_sidecar, ChildProcess, RedisProcess, SidecarSpec,
+    sidecar_spec, start_echo, start_proxy, start_redis, start_sidecar, ChildProcess,
 };
 use crate::results::MultiNodeStatus;
 use crate::runner::Connector;
 use crate::session::Spec;
+use aft_testkit::cluster::{free_peer_port, node_address, node_args};
 
 /// One workload as scheduled.
 pub(super) struct Workload {
@@ -150,27 +150,25 @@ impl Setup<'_> {
         extra: Vec<String>,
     ) -> anyhow::Result<(PathBuf, ChildProcess)> {
         let ipc_dir = self.dir.join(name);
-        let spec = SidecarSpec {
-            binary: self.plan.sidecar_bin.clone(),
-            ipc_dir: ipc_dir.clone(),
-            storage,
-            extra_args: extra,
-            wrapper: self
-                .args
-                .sidecar_wrapper
-                .as_deref()
-                .unwrap_or("")
-                .split_whitespace()
-                .map(String::from)
-                .collect(),
-            log: self.dir.join(format!("{name}.log")),
-            // For the DynamoDB and S3 cells' local servers (harmless elsewhere).
-            env: crate::aws::CREDENTIALS
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        let process = start_sidecar(&spec, Duration::from_secs(self.args.ready_timeout_secs))?;
+        let mut spec = sidecar_spec(
+            &self.plan.sidecar_bin,
+            &ipc_dir,
+            &storage,
+            &self.dir.join(format!("{name}.log")),
+        )
+        .args(&extra)
+        // For the DynamoDB and S3 cells' local servers (harmless elsewhere).
+        .envs(&crate::aws::CREDENTIALS);
+        spec.wrapper = self
+            .args
+            .sidecar_wrapper
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        spec.timeout = Duration::from_secs(self.args.ready_timeout_secs);
+        let process = start_sidecar(&spec)?;
         Ok((ipc_dir, process))
     }
 
@@ -278,13 +276,12 @@ fn redis_server(setup: &Setup<'_>, rig: &mut Rig) -> anyhow::Result<RedisAddrs> 
     if !needs_redis {
         return Ok(addrs);
     }
-    let redis_dir = setup.dir.join("redis");
-    std::fs::create_dir_all(&redis_dir)?;
-    let redis = RedisProcess::start(&setup.args.redis_server, &redis_dir, setup.args.redis_aof)?;
-    addrs.direct = Some(redis.addr);
-    rig.add_process("redis-server", redis.process);
+    let redis = start_redis(&setup.args.redis_server, setup.args.redis_aof)?;
+    let redis_addr = redis.addr();
+    addrs.direct = Some(redis_addr);
+    rig.add_process("redis-server", redis);
     if needs_net {
-        let (proxy, addr) = setup.proxy(redis.addr, "proxy.log")?;
+        let (proxy, addr) = setup.proxy(redis_addr, "proxy.log")?;
         addrs.net = Some(addr);
         rig.add_process("delay-proxy", proxy);
     }
@@ -457,16 +454,15 @@ fn aws_sidecars(setup: &Setup<'_>, rig: &mut Rig) -> anyhow::Result<Vec<Workload
         if !setup.selected(name) {
             continue;
         }
-        let Some((server, port)) = crate::aws::start(store, setup.dir)? else {
+        let Some((server, direct)) = crate::aws::start(store)? else {
             eprintln!(
                 "aft-bench: skipping {name}: its local server is not installed (scripts/install-deps.sh)"
             );
             continue;
         };
         rig.add_process(format!("{target} server"), server);
-        let direct = format!("127.0.0.1:{port}");
-        crate::aws::prepare(&store.url(&direct))?;
-        let (proxy, proxied) = setup.proxy(direct.parse()?, &format!("{target}-proxy.log"))?;
+        crate::aws::prepare(&store.url(&direct.to_string()))?;
+        let (proxy, proxied) = setup.proxy(direct, &format!("{target}-proxy.log"))?;
         rig.add_process(format!("{target} proxy"), proxy);
         // Local emulators answer slower than the services (moto is one
         // Python process): a longer storage timeout than the default 2 s.
@@ -488,14 +484,14 @@ fn multi_node_cluster(
     multi_node: &mut MultiNodeStatus,
 ) -> anyhow::Result<Vec<Workload>> {
     let n = setup.plan.node_counts.iter().copied().max().unwrap_or(1);
-    let peer_port = free_peer_port(n)?;
+    let peer_port = free_peer_port(n);
     let mut dirs = Vec::new();
     let pool = rig.next_pool();
     for i in 0..n {
         let (ipc_dir, process) = setup.sidecar(
             &format!("node-{i}"),
             format!("redis://{redis}"),
-            multi_node_args(i, n, peer_port),
+            node_args(i, n, peer_port),
         )?;
         rig.add_sidecar(pool, format!("aft-sidecar node {i}"), process);
         dirs.push(ipc_dir);

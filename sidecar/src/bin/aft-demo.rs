@@ -134,7 +134,10 @@ fn start_sidecar(binary: &Path, ipc: &Path, data: &Path) -> anyhow::Result<Child
     for line in process.startup_lines() {
         println!("   sidecar: {line}");
     }
-    println!("   sidecar: aft-sidecar ready (log: {})", spec.log.display());
+    println!(
+        "   sidecar: aft-sidecar ready (log: {})",
+        spec.log.display()
+    );
     Ok(process)
 }
 

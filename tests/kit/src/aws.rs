@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::ports::free_ports;
-use crate::process::{ChildProcess, StartError};
+use crate::process::{ChildProcess, OwnsProcess, StartError};
 
 /// Dummy credentials and region for the standard AWS chain; both servers
 /// accept any credentials. (SeaweedFS takes the keys of its environment as
@@ -96,9 +96,14 @@ impl MotoServer {
         Ok(())
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// The endpoint URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr())
     }
 
     /// A `dynamodb://` URL for `table` on this server.
@@ -127,6 +132,12 @@ impl MotoServer {
         if let Err(e) = self.spawn() {
             panic!("moto did not restart: {e}");
         }
+    }
+}
+
+impl OwnsProcess for MotoServer {
+    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
+        self.process.as_mut()
     }
 }
 
@@ -239,9 +250,14 @@ impl SeaweedFs {
         })
     }
 
+    /// The address its S3 gateway listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[0]))
+    }
+
     /// The endpoint URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports[0])
+        format!("http://{}", self.addr())
     }
 
     /// An `s3://` URL for `bucket` on this server.
@@ -270,6 +286,12 @@ impl SeaweedFs {
         if let Err(e) = self.spawn() {
             panic!("SeaweedFS did not restart: {e}");
         }
+    }
+}
+
+impl OwnsProcess for SeaweedFs {
+    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
+        self.process.as_mut()
     }
 }
 

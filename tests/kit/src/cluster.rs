@@ -10,8 +10,8 @@ use anna_client::test_server::{TestServer, TestServerConfig};
 
 use crate::aws::{MotoServer, SeaweedFs};
 use crate::outside::OutsideReader;
-use crate::redis::RedisServer;
 use crate::ports::free_port_on_all;
+use crate::redis::RedisServer;
 use crate::sidecar::{Sidecar, SidecarSpec};
 
 /// The store every node of the cluster shares.

@@ -4,13 +4,14 @@
 //! DAG of one function, of several functions on one node (`continue`), and
 //! of functions on different nodes (a client per node).
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use aft::client::{ClientError, IpcClient};
+use aft::client::{ClientError, IpcClient, Tag};
 use aft::history::{check, Anomaly, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
 
-use crate::tagged::{tagged_padded, writer_of_payload};
+use crate::tagged::{tagged_of_size, writer_of_payload};
 
 /// Monotonic nanoseconds since a common start, shared by every recorder of
 /// one history (the checker compares commit windows and read times).
@@ -24,6 +25,14 @@ impl HistoryClock {
     pub fn new() -> Self {
         HistoryClock {
             epoch: Instant::now(),
+        }
+    }
+
+    /// The clock every caller in this process shares (started at its first use).
+    pub fn process_wide() -> Self {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        HistoryClock {
+            epoch: *EPOCH.get_or_init(Instant::now),
         }
     }
 
@@ -47,17 +56,17 @@ pub struct RecordedDag {
     upstream: String,
     ops: Vec<Op>,
     clock: HistoryClock,
-    /// Bytes of padding in each value written.
-    padding: usize,
+    /// Size of each value written (the tag and its padding).
+    value_bytes: usize,
 }
 
 impl RecordedDag {
-    /// Starts a transaction through `client`; values written will carry
-    /// `padding` bytes of padding.
+    /// Starts a transaction through `client`; the values it writes will be
+    /// `value_bytes` long (at least the tag naming the writer).
     pub fn start(
         client: &IpcClient,
         clock: HistoryClock,
-        padding: usize,
+        value_bytes: usize,
     ) -> Result<Self, ClientError> {
         let tag = client.start()?;
         Ok(RecordedDag {
@@ -65,7 +74,7 @@ impl RecordedDag {
             upstream: tag.address,
             ops: Vec::new(),
             clock,
-            padding,
+            value_bytes,
         })
     }
 
@@ -99,7 +108,7 @@ impl RecordedDag {
 
     /// Writes a value naming this transaction to `key`, and records it.
     pub fn write(&mut self, client: &IpcClient, key: &str) -> Result<(), ClientError> {
-        let value = tagged_padded(&self.tid, key, self.padding);
+        let value = tagged_of_size(&self.tid, key, self.value_bytes);
         client.put(Some(&self.tid), &[(key, value)])?;
         self.ops.push(Op::Write {
             key: key.to_string(),
@@ -114,20 +123,50 @@ impl RecordedDag {
         client: &IpcClient,
         other_nodes: &[String],
     ) -> Result<TxnRecord, ClientError> {
+        let (record, reply) = self.commit_recorded(client, other_nodes);
+        reply.map(|_| record)
+    }
+
+    /// [`RecordedDag::commit`] that keeps the record when the call fails:
+    /// its status is then `Unknown` (the commit may or may not have landed).
+    pub fn commit_recorded(
+        self,
+        client: &IpcClient,
+        other_nodes: &[String],
+    ) -> (TxnRecord, Result<Tag, ClientError>) {
         let requested = self.clock.now();
-        let reply = client.commit(&self.tid, other_nodes)?;
-        let status = match reply.status {
-            TransactionStatus::Committed => Status::Committed,
-            _ => Status::Aborted,
+        let reply = client.commit(&self.tid, other_nodes);
+        let status = match &reply {
+            Ok(tag) if tag.status == TransactionStatus::Committed => Status::Committed,
+            Ok(_) => Status::Aborted,
+            Err(_) => Status::Unknown,
         };
-        Ok(self.finish(status, requested))
+        (self.finish(status, requested), reply)
     }
 
     /// Aborts through `client`; returns the record.
     pub fn abort(self, client: &IpcClient) -> Result<TxnRecord, ClientError> {
-        let requested = self.clock.now();
-        client.abort(&self.tid)?;
-        Ok(self.finish(Status::Aborted, requested))
+        let (record, reply) = self.abort_recorded(client);
+        reply.map(|_| record)
+    }
+
+    /// [`RecordedDag::abort`] that keeps the record when the call fails or
+    /// the reply is not ABORTED: its status is then `Unknown`.
+    pub fn abort_recorded(self, client: &IpcClient) -> (TxnRecord, Result<Tag, ClientError>) {
+        let reply = client.abort(&self.tid);
+        let status = match &reply {
+            Ok(tag) if tag.status == TransactionStatus::Aborted => Status::Aborted,
+            _ => Status::Unknown,
+        };
+        let record = TxnRecord {
+            id: self.tid,
+            status,
+            commit_timestamp: None,
+            // No commit was asked for.
+            commit_window: None,
+            ops: self.ops,
+        };
+        (record, reply)
     }
 
     /// The record of a DAG whose end is `status`, its commit requested at

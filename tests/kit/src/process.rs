@@ -32,7 +32,9 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// It ran, but did not become ready in time (or exited first).
-    #[error("{name} did not {awaited} within {timeout:?} (exit status: {status}); its log:\n{log}")]
+    #[error(
+        "{name} did not {awaited} within {timeout:?} (exit status: {status}); its log:\n{log}"
+    )]
     NotReady {
         /// What was started.
         name: String,
@@ -292,6 +294,26 @@ impl ChildProcess {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// A handle that owns a child process (a server of the kit, or the process
+/// itself): lets a tool keep servers of different kinds in one list, ask
+/// whether each still runs, and stop them in order.
+pub trait OwnsProcess: Send {
+    /// The process, while it runs under this handle.
+    fn process_mut(&mut self) -> Option<&mut ChildProcess>;
+}
+
+impl OwnsProcess for ChildProcess {
+    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
+        Some(self)
+    }
+}
+
+impl<T: OwnsProcess + ?Sized> OwnsProcess for Box<T> {
+    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
+        (**self).process_mut()
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ports::{free_port, free_port_with_bus};
-use crate::process::{ChildProcess, StartError};
+use crate::process::{ChildProcess, OwnsProcess, StartError};
 
 /// How a server is started.
 #[derive(Debug, Clone)]
@@ -62,7 +62,11 @@ impl RedisServer {
     pub fn launch(options: RedisOptions) -> Result<Self, StartError> {
         let cluster = options.extra_args.iter().any(|a| a == "--cluster-enabled");
         let mut server = RedisServer {
-            port: if cluster { free_port_with_bus() } else { free_port() },
+            port: if cluster {
+                free_port_with_bus()
+            } else {
+                free_port()
+            },
             dir: tempfile::tempdir().map_err(|source| StartError::Log {
                 path: std::env::temp_dir(),
                 source,
@@ -133,6 +137,12 @@ impl RedisServer {
         if let Err(e) = self.spawn() {
             panic!("redis-server did not restart: {e}");
         }
+    }
+}
+
+impl OwnsProcess for RedisServer {
+    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
+        self.process.as_mut()
     }
 }
 
