@@ -7,13 +7,14 @@
 //! The backends find credentials through the standard AWS chain; the kit
 //! sets [`DUMMY_CREDENTIALS`] so the chain never reaches for instance metadata.
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::ports::free_ports;
-use crate::process::{ChildProcess, OwnsProcess, StartError};
+use crate::process::{ChildProcess, StartError};
+use crate::server::{Launch, Server};
 
 /// Dummy credentials and region for the standard AWS chain; both servers
 /// accept any credentials. (SeaweedFS takes the keys of its environment as
@@ -50,22 +51,32 @@ fn tool(name: &str) -> PathBuf {
     venv_tool(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
-fn temp_dir() -> Result<tempfile::TempDir, StartError> {
-    tempfile::tempdir().map_err(|source| StartError::Log {
-        path: std::env::temp_dir(),
-        source,
-    })
+/// How moto is started: its port.
+pub struct Moto {
+    port: u16,
+}
+
+impl Launch for Moto {
+    const NAME: &'static str = "moto_server";
+
+    fn launch(&self, dir: &Path) -> Result<ChildProcess, StartError> {
+        let mut command = Command::new(tool(Self::NAME));
+        command.args(["-H", "127.0.0.1", "-p", &self.port.to_string()]);
+        ChildProcess::spawn_listening(
+            Self::NAME,
+            command,
+            &dir.join("moto.log"),
+            self.port,
+            Duration::from_secs(30),
+        )
+    }
 }
 
 /// moto in server mode: a DynamoDB endpoint (in memory: a restart loses
 /// the data, unlike DynamoDB).
-pub struct MotoServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    process: Option<ChildProcess>,
-}
+pub type MotoServer = Server<Moto>;
 
-impl MotoServer {
+impl Server<Moto> {
     /// Starts one on a free port; panics if it cannot.
     pub fn start() -> Self {
         Self::launch().unwrap_or_else(|e| panic!("run scripts/install-deps.sh: {e}"))
@@ -74,31 +85,14 @@ impl MotoServer {
     /// Starts one on a free port.
     pub fn launch() -> Result<Self, StartError> {
         dummy_credentials();
-        let mut server = MotoServer {
+        Server::launch_with(Moto {
             port: free_ports(1)[0],
-            dir: temp_dir()?,
-            process: None,
-        };
-        server.spawn()?;
-        Ok(server)
-    }
-
-    fn spawn(&mut self) -> Result<(), StartError> {
-        let mut command = Command::new(tool("moto_server"));
-        command.args(["-H", "127.0.0.1", "-p", &self.port.to_string()]);
-        self.process = Some(ChildProcess::spawn_listening(
-            "moto_server",
-            command,
-            &self.dir.path().join("moto.log"),
-            self.port,
-            Duration::from_secs(30),
-        )?);
-        Ok(())
+        })
     }
 
     /// The address it listens on.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.launcher().port))
     }
 
     /// The endpoint URL.
@@ -113,49 +107,9 @@ impl MotoServer {
             self.endpoint()
         )
     }
-
-    /// The running process (`None` after [`MotoServer::kill`]).
-    pub fn process(&self) -> Option<&ChildProcess> {
-        self.process.as_ref()
-    }
-
-    /// Kills the server (SIGKILL).
-    pub fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
-    }
-
-    /// Starts it again on the same port (empty: moto keeps nothing).
-    pub fn restart(&mut self) {
-        self.kill();
-        if let Err(e) = self.spawn() {
-            panic!("moto did not restart: {e}");
-        }
-    }
 }
 
-impl OwnsProcess for MotoServer {
-    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
-        self.process.as_mut()
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// SeaweedFS with its S3 gateway: master, volume, filer and S3 in one
-/// process, data in a temporary directory (kept across restarts).
-pub struct SeaweedFs {
-    ports: Vec<u16>,
-    dir: tempfile::TempDir,
-    process: Option<ChildProcess>,
-}
-
-/// SeaweedFS's port flags, in the order of [`SeaweedFs`]'s ports.
+/// SeaweedFS's port flags, in the order of [`Seaweed`]'s ports.
 const SEAWEED_PORT_FLAGS: [&str; 10] = [
     "-s3.port",
     "-s3.port.grpc",
@@ -169,26 +123,50 @@ const SEAWEED_PORT_FLAGS: [&str; 10] = [
     "-s3.port.lance",
 ];
 
-impl SeaweedFs {
-    /// Starts one on free ports; panics if it cannot.
-    pub fn start() -> Self {
-        Self::launch().unwrap_or_else(|e| panic!("run scripts/install-deps.sh: {e}"))
-    }
+/// How SeaweedFS is started: its ports (S3 first).
+pub struct Seaweed {
+    ports: Vec<u16>,
+}
 
-    /// Starts one on free ports and waits until its S3 gateway answers.
-    pub fn launch() -> Result<Self, StartError> {
-        dummy_credentials();
-        let mut server = SeaweedFs {
-            ports: free_ports(SEAWEED_PORT_FLAGS.len()),
-            dir: temp_dir()?,
-            process: None,
-        };
-        server.spawn()?;
-        Ok(server)
+impl Seaweed {
+    /// The S3 gateway listens before the filer behind it is up: wait until
+    /// it answers a request with an S3 reply.
+    fn wait_ready(&self, process: ChildProcess) -> Result<ChildProcess, StartError> {
+        let limit = Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.ports[0])) {
+                use std::io::{Read, Write};
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+                let mut reply = [0u8; 64];
+                if stream.write_all(request.as_bytes()).is_ok() {
+                    let n = stream.read(&mut reply).unwrap_or(0);
+                    last = String::from_utf8_lossy(&reply[..n]).into_owned();
+                    // 403: it answers, and checks signatures.
+                    if last.starts_with("HTTP/1.1 200") || last.starts_with("HTTP/1.1 403") {
+                        return Ok(process);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(StartError::NotReady {
+            name: "weed s3".into(),
+            awaited: format!("answer S3 requests (last reply {last:?})"),
+            timeout: limit,
+            status: "still running".into(),
+            log: process.log_tail(),
+        })
     }
+}
 
-    fn spawn(&mut self) -> Result<(), StartError> {
-        let data = self.dir.path().join("data");
+impl Launch for Seaweed {
+    const NAME: &'static str = "SeaweedFS";
+
+    fn launch(&self, dir: &Path) -> Result<ChildProcess, StartError> {
+        let data = dir.join("data");
         std::fs::create_dir_all(&data).map_err(|source| StartError::Log {
             path: data.clone(),
             source,
@@ -208,51 +186,35 @@ impl SeaweedFs {
         let process = ChildProcess::spawn_listening(
             "weed s3",
             command,
-            &self.dir.path().join("weed.log"),
+            &dir.join("weed.log"),
             self.ports[0],
             Duration::from_secs(60),
         )?;
-        self.process = Some(process);
-        self.wait_ready()
+        self.wait_ready(process)
+    }
+}
+
+/// SeaweedFS with its S3 gateway: master, volume, filer and S3 in one
+/// process, data in a temporary directory (kept across restarts).
+pub type SeaweedFs = Server<Seaweed>;
+
+impl Server<Seaweed> {
+    /// Starts one on free ports; panics if it cannot.
+    pub fn start() -> Self {
+        Self::launch().unwrap_or_else(|e| panic!("run scripts/install-deps.sh: {e}"))
     }
 
-    /// The S3 gateway listens before the filer behind it is up: wait until
-    /// it answers a request with an S3 reply.
-    fn wait_ready(&mut self) -> Result<(), StartError> {
-        let limit = Duration::from_secs(60);
-        let deadline = Instant::now() + limit;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.ports[0])) {
-                use std::io::{Read, Write};
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-                let mut reply = [0u8; 64];
-                if stream.write_all(request.as_bytes()).is_ok() {
-                    let n = stream.read(&mut reply).unwrap_or(0);
-                    last = String::from_utf8_lossy(&reply[..n]).into_owned();
-                    // 403: it answers, and checks signatures.
-                    if last.starts_with("HTTP/1.1 200") || last.starts_with("HTTP/1.1 403") {
-                        return Ok(());
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let log = self.process.as_ref().map(ChildProcess::log_tail);
-        self.kill();
-        Err(StartError::NotReady {
-            name: "weed s3".into(),
-            awaited: format!("answer S3 requests (last reply {last:?})"),
-            timeout: limit,
-            status: "still running".into(),
-            log: log.unwrap_or_default(),
+    /// Starts one on free ports and waits until its S3 gateway answers.
+    pub fn launch() -> Result<Self, StartError> {
+        dummy_credentials();
+        Server::launch_with(Seaweed {
+            ports: free_ports(SEAWEED_PORT_FLAGS.len()),
         })
     }
 
     /// The address its S3 gateway listens on.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[0]))
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.launcher().ports[0]))
     }
 
     /// The endpoint URL.
@@ -266,38 +228,6 @@ impl SeaweedFs {
             "s3://{bucket}?region=us-east-1&endpoint={}",
             self.endpoint()
         )
-    }
-
-    /// The running process (`None` after [`SeaweedFs::kill`]).
-    pub fn process(&self) -> Option<&ChildProcess> {
-        self.process.as_ref()
-    }
-
-    /// Kills the server (SIGKILL).
-    pub fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
-    }
-
-    /// Starts it again on the same ports, with the same data.
-    pub fn restart(&mut self) {
-        self.kill();
-        if let Err(e) = self.spawn() {
-            panic!("SeaweedFS did not restart: {e}");
-        }
-    }
-}
-
-impl OwnsProcess for SeaweedFs {
-    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
-        self.process.as_mut()
-    }
-}
-
-impl Drop for SeaweedFs {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

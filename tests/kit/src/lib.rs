@@ -4,6 +4,8 @@
 //! - [`ports`]: free loopback ports (one, or one free on several addresses).
 //! - [`process`]: a child process that dies with its parent, logs to a file
 //!   and is killed on drop; the base of every server below.
+//! - [`server`]: a server with its directory, killed, restarted and
+//!   dropped the same way whatever it is.
 //! - [`sidecar`]: the real `aft-sidecar` binary, started and waited for.
 //! - [`redis`], [`aws`]: `redis-server` (single and cluster), moto
 //!   (DynamoDB) and SeaweedFS (S3) on free loopback ports.
@@ -27,6 +29,7 @@ pub mod outside;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod server;
 pub mod sidecar;
 pub mod tagged;
 pub mod workload;

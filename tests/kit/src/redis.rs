@@ -3,12 +3,13 @@
 //! the test panics).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ports::{free_port, free_port_with_bus};
-use crate::process::{ChildProcess, OwnsProcess, StartError};
+use crate::process::{ChildProcess, StartError};
+use crate::server::{Launch, Server};
 
 /// How a server is started.
 #[derive(Debug, Clone)]
@@ -32,16 +33,45 @@ impl Default for RedisOptions {
     }
 }
 
-/// One `redis-server` on a free loopback port, its files in a temporary
-/// directory (kept across restarts).
-pub struct RedisServer {
+/// How a `redis-server` is started: its port and options.
+pub struct Redis {
     port: u16,
-    dir: tempfile::TempDir,
-    process: Option<ChildProcess>,
     options: RedisOptions,
 }
 
-impl RedisServer {
+impl Launch for Redis {
+    const NAME: &'static str = "redis-server";
+
+    fn launch(&self, dir: &Path) -> Result<ChildProcess, StartError> {
+        let mut command = Command::new(&self.options.binary);
+        command
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .args(["--logfile", ""])
+            .arg("--dir")
+            .arg(dir);
+        if self.options.aof {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        command.args(&self.options.extra_args);
+        ChildProcess::spawn_listening(
+            Self::NAME,
+            command,
+            &dir.join("redis.log"),
+            self.port,
+            Duration::from_secs(10),
+        )
+    }
+}
+
+/// One `redis-server` on a free loopback port, its files in a temporary
+/// directory (kept across restarts).
+pub type RedisServer = Server<Redis>;
+
+impl Server<Redis> {
     /// Starts a server with the default options; panics if it cannot.
     pub fn start() -> Self {
         Self::start_with(&[])
@@ -61,94 +91,27 @@ impl RedisServer {
     /// Starts a server with `options`.
     pub fn launch(options: RedisOptions) -> Result<Self, StartError> {
         let cluster = options.extra_args.iter().any(|a| a == "--cluster-enabled");
-        let mut server = RedisServer {
-            port: if cluster {
-                free_port_with_bus()
-            } else {
-                free_port()
-            },
-            dir: tempfile::tempdir().map_err(|source| StartError::Log {
-                path: std::env::temp_dir(),
-                source,
-            })?,
-            process: None,
-            options,
-        };
-        server.spawn()?;
-        Ok(server)
-    }
-
-    fn spawn(&mut self) -> Result<(), StartError> {
-        let mut command = Command::new(&self.options.binary);
-        command
-            .arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
-            .args(["--logfile", ""])
-            .arg("--dir")
-            .arg(self.dir.path());
-        if self.options.aof {
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        let port = if cluster {
+            free_port_with_bus()
         } else {
-            command.args(["--appendonly", "no"]);
-        }
-        command.args(&self.options.extra_args);
-        let log = self.dir.path().join("redis.log");
-        self.process = Some(ChildProcess::spawn_listening(
-            "redis-server",
-            command,
-            &log,
-            self.port,
-            Duration::from_secs(10),
-        )?);
-        Ok(())
+            free_port()
+        };
+        Server::launch_with(Redis { port, options })
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.launcher().port
     }
 
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
     }
 
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The running process (`None` after [`RedisServer::kill`]).
-    pub fn process(&self) -> Option<&ChildProcess> {
-        self.process.as_ref()
-    }
-
-    /// Kills the server with SIGKILL (with the AOF on, acknowledged writes survive).
-    pub fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
-    }
-
-    /// Starts the server again on the same port and directory; panics if it cannot.
-    pub fn restart(&mut self) {
-        self.kill();
-        if let Err(e) = self.spawn() {
-            panic!("redis-server did not restart: {e}");
-        }
-    }
-}
-
-impl OwnsProcess for RedisServer {
-    fn process_mut(&mut self) -> Option<&mut ChildProcess> {
-        self.process.as_mut()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
+        format!("redis://{}", self.addr())
     }
 }
 
