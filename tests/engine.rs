@@ -9,7 +9,7 @@ use std::time::Duration;
 use aft::history::{check, Op, Status, TxnRecord};
 use aft::metrics::Metrics;
 use aft::storage::{MemoryStorage, Storage, StorageOptions};
-use aft::txn::{Engine, EngineConfig, Outcome, TxnError};
+use aft::txn::{AbortCause, Engine, EngineConfig, Outcome, PeerFailure, TxnError};
 use aft_testkit::faulty::{Faults, FaultyStorage};
 use aft_testkit::tagged::writer_of_payload;
 use aft_testkit::workload::{payload, read_op, write_op};
@@ -313,10 +313,50 @@ async fn an_idle_transaction_is_aborted_by_its_lease_and_its_buffer_freed() {
     assert_eq!(engine.open_transactions(), 1);
     let outcome = engine.commit(&tid).await.unwrap();
     assert!(
-        matches!(&outcome, Outcome::Aborted { reason } if reason.contains("lease")),
+        matches!(
+            &outcome,
+            Outcome::Aborted {
+                cause: AbortCause::LeaseExpired(_)
+            }
+        ),
         "{outcome:?}"
     );
     assert!(engine.commit(&active).await.unwrap().is_committed());
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_be_reached_aborts_the_dag_with_a_typed_cause() {
+    // No peer layer: other nodes of a DAG cannot be reached.
+    let (engine, _) = memory_engine().await;
+    let tid = engine.start().unwrap().tid.to_string();
+    write_op(&engine, &tid, "k");
+    let outcome = engine
+        .commit_with(&tid, &["10.0.0.9".to_string()])
+        .await
+        .unwrap();
+    match outcome {
+        Outcome::Aborted {
+            cause: AbortCause::Participant(e),
+        } => assert!(
+            matches!(&*e, TxnError::Peer { peer, failure: PeerFailure::Off, .. } if peer == "10.0.0.9"),
+            "{e:?}"
+        ),
+        other => panic!("expected a participant abort, got {other:?}"),
+    }
+    let err = engine
+        .continue_from("started-elsewhere", "10.0.0.9")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TxnError::Peer { failure: PeerFailure::Off, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        engine.abort("never-started"),
+        Outcome::Aborted {
+            cause: AbortCause::UnknownTransaction
+        }
+    );
 }
 
 #[tokio::test]
@@ -332,7 +372,13 @@ async fn storage_failure_before_the_commit_point_aborts_and_leaves_nothing() {
     faults.put_many.store(true, Ordering::SeqCst);
     let tid = engine.start().unwrap().tid.to_string();
     write_op(&engine, &tid, "k");
-    assert!(!engine.commit(&tid).await.unwrap().is_committed());
+    // The storage error reaches the outcome typed, not as a string.
+    match engine.commit(&tid).await.unwrap() {
+        Outcome::Aborted {
+            cause: AbortCause::Storage(e),
+        } => assert!(matches!(*e, TxnError::Storage { .. }), "{e:?}"),
+        other => panic!("expected a storage abort, got {other:?}"),
+    }
     faults.put_many.store(false, Ordering::SeqCst);
 
     // Data written, commit record write fails: aborted, data cleaned up.

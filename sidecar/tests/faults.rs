@@ -11,24 +11,12 @@ use std::time::{Duration, Instant};
 use aft::client::IpcClient;
 use aft::history::{check, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
+use aft_testkit::dag::send_commit;
 use aft_testkit::redis::{RedisCluster, RedisServer};
 use aft_testkit::sidecar::Sidecar;
 use aft_testkit::tagged::{tagged, writer_of_payload};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
-
-fn commit_request(c: &IpcClient, tid: &str) {
-    let request = aft::proto::aft::CommitRequest {
-        tid: tid.to_string(),
-        response_address: c.reply_address(aft::ipc::request::Endpoint::Commit),
-        addresses: vec![],
-    };
-    c.send_raw(
-        aft::ipc::request::Endpoint::Commit,
-        &prost::Message::encode_to_vec(&request),
-    )
-    .unwrap();
-}
 
 /// Kills the sidecar at a commit step (a failpoint exits as if by kill -9),
 /// restarts it, and checks what is visible. Returns the transaction id and
@@ -65,7 +53,7 @@ fn crash_at(
     for k in keys {
         c.put(Some(&tid), &[(k, tagged(&tid, k))]).unwrap();
     }
-    commit_request(&c, &tid);
+    send_commit(&c, &tid, &[]);
     assert_eq!(
         sidecar.wait_exit(Duration::from_secs(10)),
         Some(137),

@@ -10,6 +10,7 @@ use aft::client::IpcClient;
 use aft::history::TxnRecord;
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::LocalCluster;
+use aft_testkit::dag::send_commit;
 use aft_testkit::dag::{assert_read_atomic, committed, HistoryClock, RecordedDag};
 use aft_testkit::eventually;
 use aft_testkit::tagged::{tagged, writer_of_payload};
@@ -246,15 +247,7 @@ fn crash_coordinator_at(failpoint: &str) -> (LocalCluster, String) {
     b.continue_from(&tid, "127.0.0.1").unwrap();
     b.put(Some(&tid), &[("cb", tagged(&tid, "cb"))]).unwrap();
     // The coordinator (node 2) dies inside the commit: no reply comes.
-    b.send_raw(
-        aft::ipc::request::Endpoint::Commit,
-        &prost::Message::encode_to_vec(&aft::proto::aft::CommitRequest {
-            tid: tid.clone(),
-            response_address: b.reply_address(aft::ipc::request::Endpoint::Commit),
-            addresses: vec!["127.0.0.1".into()],
-        }),
-    )
-    .unwrap();
+    send_commit(&b, &tid, &["127.0.0.1".to_string()]);
     (cluster, tid)
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aft::client::IpcClient;
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::{ClusterStore, LocalCluster};
+use aft_testkit::dag::send_commit;
 use aft_testkit::eventually;
 use aft_testkit::tagged::{tagged, writer_of_payload};
 
@@ -217,15 +218,7 @@ fn coordinator_dies_after_its_commit_point(store: ClusterStore) {
     a.put(Some(&tid), &[("pa", tagged(&tid, "pa"))]).unwrap();
     b.continue_from(&tid, "127.0.0.1").unwrap();
     b.put(Some(&tid), &[("pb", tagged(&tid, "pb"))]).unwrap();
-    b.send_raw(
-        aft::ipc::request::Endpoint::Commit,
-        &prost::Message::encode_to_vec(&aft::proto::aft::CommitRequest {
-            tid: tid.clone(),
-            response_address: b.reply_address(aft::ipc::request::Endpoint::Commit),
-            addresses: vec!["127.0.0.1".into()],
-        }),
-    )
-    .unwrap();
+    send_commit(&b, &tid, &["127.0.0.1".to_string()]);
     let died = Instant::now();
     let mut cluster = cluster;
     assert_eq!(

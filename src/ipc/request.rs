@@ -59,6 +59,18 @@ impl Endpoint {
     }
 }
 
+/// Which transaction a read or write belongs to, as its request names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnRef {
+    /// No transaction-id tuple: a plain read or write, outside any transaction.
+    Plain,
+    /// A well-formed transaction id (see [`valid_tid`]).
+    Txn(String),
+    /// A transaction-id tuple that is not a valid id (not UTF-8, empty,
+    /// too long, odd characters), as text for the error reply.
+    Malformed(String),
+}
+
 /// A decoded request. `reply` is the client's reply address, unchecked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -68,8 +80,8 @@ pub enum Request {
         reply: String,
         /// Echoed as `response_id`.
         request_id: String,
-        /// Transaction id (raw), if the request is transactional.
-        tid: Option<Result<String, String>>,
+        /// The transaction it belongs to, if any.
+        tid: TxnRef,
         /// Keys to read.
         keys: Vec<String>,
     },
@@ -79,8 +91,8 @@ pub enum Request {
         reply: String,
         /// Echoed as `response_id`.
         request_id: String,
-        /// Transaction id (raw), if the request is transactional.
-        tid: Option<Result<String, String>>,
+        /// The transaction it belongs to, if any.
+        tid: TxnRef,
         /// Tuples to write (without the transaction id tuple).
         tuples: Vec<KeyTuple>,
     },
@@ -158,12 +170,13 @@ pub fn decode(endpoint: Endpoint, frame: &[u8]) -> Result<Request, Undecodable> 
             let tid = match tuples.last() {
                 Some(t) if t.key == TRANSACTION_ID_KEY => {
                     let tuple = tuples.pop().unwrap_or_default();
-                    Some(
-                        String::from_utf8(tuple.payload)
-                            .map_err(|_| "transaction id is not UTF-8".to_string()),
-                    )
+                    match String::from_utf8(tuple.payload) {
+                        Ok(tid) if valid_tid(&tid) => TxnRef::Txn(tid),
+                        Ok(bad) => TxnRef::Malformed(bad),
+                        Err(_) => TxnRef::Malformed("(not UTF-8)".into()),
+                    }
                 }
-                _ => None,
+                _ => TxnRef::Plain,
             };
             Ok(if endpoint == Endpoint::Get {
                 Request::Get {
@@ -255,7 +268,7 @@ mod tests {
             Request::Get {
                 reply: "ipc:///r/get_0".into(),
                 request_id: "7".into(),
-                tid: Some(Ok("t1".into())),
+                tid: TxnRef::Txn("t1".into()),
                 keys: vec!["a".into()],
             }
         );
@@ -269,7 +282,10 @@ mod tests {
         };
         assert!(matches!(
             decode(Endpoint::Put, &plain.encode_to_vec()).unwrap(),
-            Request::Put { tid: None, .. }
+            Request::Put {
+                tid: TxnRef::Plain,
+                ..
+            }
         ));
     }
 

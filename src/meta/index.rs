@@ -57,6 +57,13 @@ pub struct CommittedTxn {
 }
 
 /// A commit to install: the metadata of its commit record.
+///
+/// One commit has three forms, each for one place: `CommitRecord`
+/// (`proto/records.proto`) is what storage holds, with a format version and
+/// an abort-marker variant; `CommittedTransaction` (`proto/peer.proto`) is
+/// what gossip carries between nodes; `CommitMeta` is the engine's own,
+/// checked form. Both wire forms become a `CommitMeta` only through
+/// [`CommitMeta::checked`], so the rules live in one place.
 #[derive(Debug, Clone)]
 pub struct CommitMeta {
     /// Transaction id.
@@ -67,6 +74,24 @@ pub struct CommitMeta {
     pub write_set: Arc<[String]>,
     /// Keys whose pre-commit plain value was saved as the base version.
     pub base_keys: Vec<String>,
+}
+
+impl CommitMeta {
+    /// A commit from a record or a message, if it names a transaction and a
+    /// timestamp (`None` otherwise: such a commit is malformed).
+    pub fn checked(
+        tid: &str,
+        timestamp: u64,
+        write_set: Vec<String>,
+        base_keys: Vec<String>,
+    ) -> Option<CommitMeta> {
+        (!tid.is_empty() && timestamp != 0).then(|| CommitMeta {
+            tid: Arc::from(tid),
+            timestamp,
+            write_set: write_set.into(),
+            base_keys,
+        })
+    }
 }
 
 impl CommittedTxn {

@@ -14,7 +14,7 @@ use crate::meta::CommitMeta;
 use crate::proto::peer::{
     peer_envelope::Body, Decide, FetchTransaction, Prepare, ReadBuffered, ShippedValue,
 };
-use crate::txn::{PrepareRequest, PreparedVote, Remote, TxnError, UpstreamState};
+use crate::txn::{PeerFailure, PrepareRequest, PreparedVote, Remote, TxnError, UpstreamState};
 
 /// Calls other sidecars on behalf of the engine.
 pub struct PeerClient {
@@ -29,10 +29,18 @@ pub struct PeerClient {
 }
 
 fn peer_error(tid: &str, peer: &str, e: PeerError) -> TxnError {
+    let failure = match e {
+        PeerError::Timeout { timeout, .. } => PeerFailure::Timeout(timeout),
+        PeerError::PeerDown { .. } => PeerFailure::Down,
+        PeerError::Remote { code, message, .. } => {
+            PeerFailure::Refused(format!("{code:?}: {message}"))
+        }
+        other => PeerFailure::Transport(other.to_string()),
+    };
     TxnError::Peer {
         tid: tid.to_string(),
         peer: peer.to_string(),
-        reason: e.to_string(),
+        failure,
     }
 }
 
@@ -137,7 +145,7 @@ impl Remote for PeerClient {
             Body::PrepareVote(vote) => Err(TxnError::Peer {
                 tid: tid.to_string(),
                 peer: node.to_string(),
-                reason: format!("voted no: {}", vote.reason),
+                failure: PeerFailure::VotedNo(vote.reason),
             }),
             _ => Err(Self::unexpected(tid, node)),
         }

@@ -1,7 +1,5 @@
 //! Conversions between peer-protocol messages and engine types.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use prost::Message;
 
@@ -114,15 +112,12 @@ pub fn commit_to_proto(meta: &CommitMeta) -> CommittedTransaction {
 
 /// A commit message as engine metadata (`None` if it is malformed).
 pub fn commit_from_proto(commit: &CommittedTransaction) -> Option<CommitMeta> {
-    if commit.tid.is_empty() || commit.timestamp == 0 {
-        return None;
-    }
-    Some(CommitMeta {
-        tid: Arc::from(commit.tid.as_str()),
-        timestamp: commit.timestamp,
-        write_set: commit.write_set.clone().into(),
-        base_keys: commit.base_keys.clone(),
-    })
+    CommitMeta::checked(
+        &commit.tid,
+        commit.timestamp,
+        commit.write_set.clone(),
+        commit.base_keys.clone(),
+    )
 }
 
 #[cfg(test)]

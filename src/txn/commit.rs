@@ -19,7 +19,6 @@
 //! the record is found instead, the commit stands.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +30,12 @@ use super::engine::Engine;
 use super::keys::{
     commit_record_key, data_key, data_key_for_tid, encode_base, intent_key, key_marker,
 };
-use super::outcome::Outcome;
+use super::outcome::{AbortCause, Outcome};
 use super::publish::Publication;
 use super::record::{encode_commit, encode_intent, Decision};
 use super::remote::PrepareRequest;
 use super::transaction::Phase;
-use super::TxnError;
+use super::{PeerFailure, TxnError};
 use crate::meta::{CommitMeta, Version, VersionedKey};
 
 /// What the commit of one transaction has to write.
@@ -81,42 +80,6 @@ impl CommitPlan {
     }
 }
 
-/// Why a commit aborted before its commit point.
-#[derive(Debug)]
-enum AbortReason {
-    /// A read or write of the transaction could not be answered truthfully.
-    Doomed(String),
-    /// A participant voted no or could not be reached.
-    Participant(TxnError),
-    /// Writing data or the record failed.
-    Storage(TxnError),
-    /// The decision key was taken first: a participant (or a sweep) gave up
-    /// waiting and fenced the transaction with an abort marker.
-    Fenced,
-    /// The commit took so long that participants may give up on it; writing
-    /// its record now could race their abort markers.
-    TooSlow(Duration),
-    /// The reads of the DAG's branches are not read-atomic together.
-    Inconsistent(String),
-}
-
-impl fmt::Display for AbortReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AbortReason::Doomed(reason) => write!(f, "{reason}"),
-            AbortReason::Participant(e) | AbortReason::Storage(e) => write!(f, "{e}"),
-            AbortReason::Fenced => {
-                write!(f, "a participant gave up waiting and aborted the commit")
-            }
-            AbortReason::Inconsistent(why) => write!(f, "{why}"),
-            AbortReason::TooSlow(took) => write!(
-                f,
-                "the commit took {took:?} before its commit point; aborted rather than race participants"
-            ),
-        }
-    }
-}
-
 /// A commit that reached its commit point: what steps 3 and 4 need.
 struct Durable {
     meta: CommitMeta,
@@ -130,7 +93,7 @@ struct Durable {
 
 /// A step that failed: why, and which keys of this node it may have written.
 struct Failed {
-    reason: AbortReason,
+    reason: AbortCause,
     written: Vec<String>,
     /// The record write's outcome could not be settled (storage failed
     /// while fencing it): the commit may yet turn out committed.
@@ -196,7 +159,7 @@ impl Engine {
         let outcome = match next {
             Next::Wait => return Ok(self.await_outcome(tid).await),
             Next::Abort(reason, plan) => {
-                self.abort_commit(tid, &plan, &[], AbortReason::Doomed(reason))
+                self.abort_commit(tid, &plan, &[], AbortCause::Doomed(reason))
                     .await
             }
             Next::Commit(plan) => {
@@ -242,7 +205,7 @@ impl Engine {
                 let plan = CommitPlan::new(BTreeMap::new(), &BTreeMap::new(), others);
                 self.decide_participants(tid, &plan, None).await;
                 Outcome::Aborted {
-                    reason: "unknown transaction".into(),
+                    cause: AbortCause::UnknownTransaction,
                 }
             }
             // Storage cannot say: no truthful answer yet.
@@ -356,7 +319,7 @@ impl Engine {
                         return;
                     }
                     Ok(_) => {
-                        let reason = AbortReason::Storage(TxnError::Failed {
+                        let reason = AbortCause::storage(TxnError::Failed {
                             tid: tid.clone(),
                             reason: "storage failed at the commit point; fenced afterwards".into(),
                         });
@@ -390,7 +353,7 @@ impl Engine {
         let (remote_keys, remote_reads, shipped) = self
             .prepare_participants(tid, timestamp, plan)
             .await
-            .map_err(|e| failed(AbortReason::Participant(e)))?;
+            .map_err(|e| failed(AbortCause::participant(e)))?;
         // Shipped values are written here, with this node's own.
         mine.extend(shipped.keys().cloned());
         write_set.extend(shipped.keys().cloned());
@@ -401,14 +364,14 @@ impl Engine {
             let mut reads = plan.reads.clone();
             let conflicts = super::read_rule::merge_reads(&mut reads, remote_reads);
             if !conflicts.is_empty() {
-                return Err(failed(AbortReason::Inconsistent(format!(
+                return Err(failed(AbortCause::Inconsistent(format!(
                     "branches of the DAG read {} at different versions",
                     conflicts.join(", ")
                 ))));
             }
             self.check_reads_together(&reads)
                 .await
-                .map_err(|why| failed(AbortReason::Inconsistent(why)))?;
+                .map_err(|why| failed(AbortCause::Inconsistent(why)))?;
         }
         let remote_keys_persisted = remote_keys.len();
         write_set.extend(remote_keys);
@@ -421,7 +384,7 @@ impl Engine {
         let bases = self
             .first_writes(tid, &write_set)
             .await
-            .map_err(|e| failed(AbortReason::Storage(e)))?;
+            .map_err(|e| failed(AbortCause::storage(e)))?;
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = bases
             .iter()
             .map(|(key, value)| {
@@ -477,7 +440,7 @@ impl Engine {
         if started.elapsed() > self.record_deadline(!plan.participants.is_empty())
             && !ignores_deadline
         {
-            return Err(failed(AbortReason::TooSlow(started.elapsed())));
+            return Err(failed(AbortCause::TooSlow(started.elapsed())));
         }
         self.failpoint("commit.before_data").await;
         let markers_written = self
@@ -611,7 +574,7 @@ impl Engine {
                 // settled, in the background.
                 warn!(tid = %tid, error = %e, "commit record write failed; settling it after the write horizon");
                 Err(Failed {
-                    reason: AbortReason::Storage(TxnError::storage(tid, e)),
+                    reason: AbortCause::storage(TxnError::storage(tid, e)),
                     written: written.clone(),
                     unsettled: Some(meta.clone()),
                 })
@@ -622,7 +585,7 @@ impl Engine {
                 match self.claim_abort(tid).await {
                     Ok(Decision::Committed(_)) => Ok(true),
                     Ok(_) => Err(Failed {
-                        reason: AbortReason::Storage(TxnError::storage(tid, e)),
+                        reason: AbortCause::storage(TxnError::storage(tid, e)),
                         written: written.clone(),
                         unsettled: None,
                     }),
@@ -631,7 +594,7 @@ impl Engine {
                         // the outcome is unknown until storage answers.
                         warn!(tid = %tid, error = %settle, "cannot settle the commit record yet");
                         Err(Failed {
-                            reason: AbortReason::Storage(TxnError::storage(tid, e)),
+                            reason: AbortCause::storage(TxnError::storage(tid, e)),
                             written: written.clone(),
                             unsettled: Some(meta.clone()),
                         })
@@ -641,7 +604,7 @@ impl Engine {
         }?;
         if !wrote {
             return Err(Failed {
-                reason: AbortReason::Fenced,
+                reason: AbortCause::Fenced,
                 written,
                 unsettled: None,
             });
@@ -721,7 +684,7 @@ impl Engine {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(","),
-                reason: "no peer layer configured".into(),
+                failure: PeerFailure::Off,
             });
         };
         let ship_up_to = self.config.ship_values_up_to;
@@ -760,7 +723,7 @@ impl Engine {
                     return Err(TxnError::Peer {
                         tid: tid.to_string(),
                         peer: "?".into(),
-                        reason: join.to_string(),
+                        failure: PeerFailure::Transport(join.to_string()),
                     })
                 }
             }
@@ -800,7 +763,7 @@ impl Engine {
         tid: &str,
         plan: &CommitPlan,
         written: &[String],
-        reason: AbortReason,
+        reason: AbortCause,
     ) -> Outcome {
         warn!(tid = %tid, %reason, "commit aborted before its commit point");
         self.decide_participants(tid, plan, None).await;
@@ -813,9 +776,7 @@ impl Engine {
                 self.pending_deletes.lock().extend(garbage);
             }
         }
-        Outcome::Aborted {
-            reason: reason.to_string(),
-        }
+        Outcome::Aborted { cause: reason }
     }
 }
 

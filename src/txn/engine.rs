@@ -19,10 +19,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use super::outcome::{Outcome, OutcomeLog};
+use super::outcome::{AbortCause, Outcome, OutcomeLog};
 use super::remote::Remote;
 use super::transaction::{Phase, Transaction};
-use super::{EngineConfig, TxnError};
+use super::{EngineConfig, PeerFailure, TxnError};
 use crate::meta::{HybridClock, ValueCache, VersionIndex};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -446,19 +446,19 @@ impl Engine {
         let slot = self.txns.lock().get(tid).cloned();
         let Some(slot) = slot else {
             return Outcome::Aborted {
-                reason: "unknown transaction".into(),
+                cause: AbortCause::UnknownTransaction,
             };
         };
         if slot.lock().phase == Phase::Committing {
             // A commit is under way; its outcome will be the answer.
             return Outcome::Aborted {
-                reason: "commit in progress".into(),
+                cause: AbortCause::CommitInProgress,
             };
         }
         self.finish(
             tid,
             Outcome::Aborted {
-                reason: "aborted by client".into(),
+                cause: AbortCause::Requested,
             },
         )
     }
@@ -491,8 +491,8 @@ impl Engine {
         if removed {
             match &recorded {
                 Outcome::Committed { .. } => self.metrics.txn_committed.inc(),
-                Outcome::Aborted { reason } => {
-                    debug!(tid = %tid, %reason, "transaction aborted");
+                Outcome::Aborted { cause } => {
+                    debug!(tid = %tid, %cause, "transaction aborted");
                     self.metrics.txn_aborted.inc()
                 }
                 Outcome::Unknown { reason } => {
@@ -527,7 +527,7 @@ impl Engine {
             None => Err(TxnError::Peer {
                 tid: tid.to_string(),
                 peer: upstream.to_string(),
-                reason: "the transaction started on another node and the peer layer is off".into(),
+                failure: PeerFailure::Off,
             }),
         };
         match (fetched, local) {

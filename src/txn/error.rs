@@ -1,5 +1,7 @@
 //! Typed transaction errors.
 
+use std::time::Duration;
+
 use crate::storage::StorageError;
 
 /// Why a transactional call failed. Each variant names the transaction (and
@@ -81,14 +83,14 @@ pub enum TxnError {
         source: StorageError,
     },
     /// A call to another sidecar failed.
-    #[error("transaction `{tid}`: peer `{peer}`: {reason}")]
+    #[error("transaction `{tid}`: peer `{peer}`: {failure}")]
     Peer {
         /// The transaction id.
         tid: String,
         /// The peer's address.
         peer: String,
         /// What went wrong.
-        reason: String,
+        failure: PeerFailure,
     },
     /// A record read back from storage could not be decoded.
     #[error("corrupt record at `{key}`: {reason}")]
@@ -98,6 +100,33 @@ pub enum TxnError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Why a call to another node failed, as the engine sees it (the peer
+/// layer's own errors map onto these; `txn/` knows nothing of transports).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerFailure {
+    /// This node runs without the peer layer.
+    #[error("the peer layer is off here")]
+    Off,
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The node is known to be down (missed heartbeats, or it left).
+    #[error("the node is down")]
+    Down,
+    /// The node answered with an error.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A participant voted not to commit.
+    #[error("voted no: {0}")]
+    VotedNo(String),
+    /// The node no longer holds a value the transaction buffered there.
+    #[error("no longer holds the value buffered for `{0}`")]
+    ValueGone(String),
+    /// The transport failed (overloaded, stopped, an unexpected answer).
+    #[error("{0}")]
+    Transport(String),
 }
 
 impl TxnError {

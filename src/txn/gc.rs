@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::engine::Engine;
 use super::keys::{commit_record_key, data_key, intent_key, tid_of_data_key, DATA_PREFIX};
-use super::outcome::Outcome;
+use super::outcome::{AbortCause, Outcome};
 use super::record::Decision;
 use super::transaction::Phase;
 use crate::meta::{CommitMeta, HybridClock, VersionedKey, BASE_TID};
@@ -368,7 +368,7 @@ impl Engine {
             self.finish(
                 tid,
                 Outcome::Aborted {
-                    reason: format!("lease of {lease:?} expired"),
+                    cause: AbortCause::LeaseExpired(lease),
                 },
             );
         }

@@ -24,8 +24,8 @@ mod transaction;
 pub use background::BackgroundTasks;
 pub use config::{EngineConfig, Regression};
 pub use engine::{Engine, ReadValue, Started, WatermarkFn};
-pub use error::TxnError;
-pub use outcome::{Outcome, OutcomeLog};
+pub use error::{PeerFailure, TxnError};
+pub use outcome::{AbortCause, Outcome, OutcomeLog};
 pub use record::{
     decode_commit_record, decode_decision, decode_intent, Decision, COMMIT_RECORD_FORMAT,
 };

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::engine::Engine;
 use super::keys::data_key_for_tid;
-use super::outcome::Outcome;
+use super::outcome::{AbortCause, Outcome};
 use super::record::Decision;
 use super::remote::{PrepareRequest, PreparedVote, UpstreamState};
 use super::transaction::Phase;
@@ -224,7 +224,7 @@ impl Engine {
                 self.finish(
                     tid,
                     Outcome::Aborted {
-                        reason: "aborted by the coordinator".into(),
+                        cause: AbortCause::ByCoordinator,
                     },
                 );
                 self.delete_data(tid, &keys).await;

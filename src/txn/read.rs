@@ -19,7 +19,7 @@ use super::engine::{Engine, ReadValue, TxnSlot};
 use super::keys::{data_key, decode_base, key_marker};
 use super::read_rule::{record_read, select_version, Selection};
 use super::transaction::Transaction;
-use super::TxnError;
+use super::{PeerFailure, TxnError};
 use crate::meta::{Version, VersionedKey};
 use crate::metrics::ReadSource;
 use crate::storage::StorageError;
@@ -253,7 +253,7 @@ impl Engine {
         let remote = self.remote.get().ok_or_else(|| TxnError::Peer {
             tid: tid.to_string(),
             peer: node.to_string(),
-            reason: "no peer layer configured".into(),
+            failure: PeerFailure::Off,
         })?;
         remote
             .read_buffered(node, tid, key)
@@ -261,7 +261,7 @@ impl Engine {
             .ok_or_else(|| TxnError::Peer {
                 tid: tid.to_string(),
                 peer: node.to_string(),
-                reason: format!("no longer holds the value buffered for `{key}`"),
+                failure: PeerFailure::ValueGone(key.to_string()),
             })
     }
 

@@ -6,8 +6,6 @@
 //! commit). Whoever writes the key first decides: the coordinator's record is
 //! written only if the key is free, and so is every abort marker.
 
-use std::sync::Arc;
-
 use prost::Message;
 use tracing::warn;
 
@@ -90,15 +88,13 @@ pub fn decode_commit_record(key: &[u8], bytes: &[u8]) -> Result<CommitMeta, TxnE
     if record.aborted {
         return Err(corrupt(key, "an abort marker, not a commit record".into()));
     }
-    if record.tid.is_empty() || record.timestamp == 0 {
-        return Err(corrupt(key, "commit record without id or timestamp".into()));
-    }
-    Ok(CommitMeta {
-        tid: Arc::from(record.tid.as_str()),
-        timestamp: record.timestamp,
-        write_set: record.write_set.into(),
-        base_keys: record.base_keys,
-    })
+    CommitMeta::checked(
+        &record.tid,
+        record.timestamp,
+        record.write_set,
+        record.base_keys,
+    )
+    .ok_or_else(|| corrupt(key, "commit record without id or timestamp".into()))
 }
 
 /// The bytes of a publication intent.

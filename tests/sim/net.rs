@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use aft::meta::CommitMeta;
 use aft::peer::codec::{commit_to_proto, state_to_proto};
-use aft::txn::{Engine, PrepareRequest, PreparedVote, Remote, TxnError, UpstreamState};
+use aft::txn::{
+    Engine, PeerFailure, PrepareRequest, PreparedVote, Remote, TxnError, UpstreamState,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use prost::Message;
@@ -29,11 +31,11 @@ pub struct SimRemote {
     pub incarnation: u64,
 }
 
-fn peer_error(tid: &str, peer: &str, reason: impl Into<String>) -> TxnError {
+fn peer_error(tid: &str, peer: &str, failure: PeerFailure) -> TxnError {
     TxnError::Peer {
         tid: tid.to_string(),
         peer: peer.to_string(),
-        reason: reason.into(),
+        failure,
     }
 }
 
@@ -55,10 +57,18 @@ impl SimRemote {
         Fut: Future<Output = Result<T, TxnError>> + Send + 'static,
     {
         let Some(world) = self.world.upgrade() else {
-            return Err(peer_error(tid, to_addr, "the simulation is over"));
+            return Err(peer_error(
+                tid,
+                to_addr,
+                PeerFailure::Transport("the simulation is over".into()),
+            ));
         };
         let Some(to) = world.node_index(to_addr) else {
-            return Err(peer_error(tid, to_addr, "unknown node"));
+            return Err(peer_error(
+                tid,
+                to_addr,
+                PeerFailure::Transport("unknown node".into()),
+            ));
         };
         let from = self.node;
         world.gate(from).await;
@@ -66,7 +76,7 @@ impl SimRemote {
             std::future::pending::<()>().await;
         }
         if world.membership(from).is_some_and(|m| m.is_down(to_addr)) {
-            return Err(peer_error(tid, to_addr, "peer is down"));
+            return Err(peer_error(tid, to_addr, PeerFailure::Down));
         }
         let deadline = Instant::now() + timeout;
         count(&world, kind, bytes);
@@ -118,7 +128,7 @@ impl SimRemote {
         if world.crash_at_peer_call(from, self.incarnation, "after a peer call") {
             std::future::pending::<()>().await;
         }
-        result.map_err(|e| peer_error(tid, to_addr, e.to_string()))
+        result.map_err(|e| peer_error(tid, to_addr, PeerFailure::Transport(e.to_string())))
     }
 }
 

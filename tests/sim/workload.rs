@@ -160,9 +160,11 @@ impl Workload {
                     e.put(&tid, writes)?;
                     match e.commit(&tid).await? {
                         Outcome::Committed { timestamp } => Ok((tid, timestamp)),
-                        Outcome::Aborted { reason } | Outcome::Unknown { reason } => {
-                            Err(TxnError::Failed { tid, reason })
-                        }
+                        Outcome::Aborted { cause } => Err(TxnError::Failed {
+                            tid,
+                            reason: cause.to_string(),
+                        }),
+                        Outcome::Unknown { reason } => Err(TxnError::Failed { tid, reason }),
                     }
                 })
                 .await;

@@ -862,7 +862,7 @@ impl World {
         Err(TxnError::Peer {
             tid: tid.to_string(),
             peer: peer.to_string(),
-            reason: "timed out (simulated)".into(),
+            failure: aft::txn::PeerFailure::Transport("timed out (simulated)".into()),
         })
     }
 }

@@ -27,8 +27,8 @@ pub(super) async fn handle(ctx: &Context, tid: String, addresses: Vec<String>) -
         .await
     {
         Ok(Outcome::Committed { .. }) => tag(&tid, TransactionStatus::Committed, node),
-        Ok(Outcome::Aborted { reason }) => {
-            warn!(tid = %tid, %reason, "commit answered ABORTED");
+        Ok(Outcome::Aborted { cause }) => {
+            warn!(tid = %tid, %cause, "commit answered ABORTED");
             tag(&tid, TransactionStatus::Aborted, node)
         }
         Ok(Outcome::Unknown { reason }) => {

@@ -12,20 +12,20 @@ use prost::Message;
 use tracing::{debug_span, warn, Instrument};
 
 use super::Context;
-use crate::ipc::request::valid_tid;
+use crate::ipc::request::TxnRef;
 use crate::proto::anna::{AnnaError, KeyResponse, KeyTuple, LatticeType, RequestType};
 use crate::txn::TxnError;
 
 pub(super) async fn handle(
     ctx: &Context,
     request_id: String,
-    tid: Option<Result<String, String>>,
+    tid: TxnRef,
     keys: Vec<String>,
 ) -> Vec<u8> {
     let tid = match tid {
-        None => None,
-        Some(Ok(tid)) if valid_tid(&tid) => Some(tid),
-        Some(Ok(bad)) | Some(Err(bad)) => {
+        TxnRef::Plain => None,
+        TxnRef::Txn(tid) => Some(tid),
+        TxnRef::Malformed(bad) => {
             ctx.metrics.reject("bad_transaction_id");
             return error_response(
                 &request_id,

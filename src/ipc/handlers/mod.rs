@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use prost::Message;
 
-use super::request::{Endpoint, Request};
+use super::request::{Endpoint, Request, TxnRef};
 use crate::metrics::{EndpointLabels, Metrics};
 use crate::proto::aft::{TransactionStatus, TransactionTag};
 use crate::txn::Engine;
@@ -92,10 +92,12 @@ pub async fn respond(ctx: Arc<Context>, endpoint: Endpoint, request: Request) ->
 /// refusal only as "no value", and must not commit on it.
 pub fn refusal(ctx: &Context, request: &Request, reason: &str) -> Option<Vec<u8>> {
     if let Request::Get {
-        tid: Some(Ok(tid)), ..
+        tid: TxnRef::Txn(tid),
+        ..
     }
     | Request::Put {
-        tid: Some(Ok(tid)), ..
+        tid: TxnRef::Txn(tid),
+        ..
     } = request
     {
         ctx.engine.doom(tid, reason);

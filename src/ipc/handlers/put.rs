@@ -14,21 +14,21 @@ use tracing::{debug_span, warn, Instrument};
 
 use super::get::error_code;
 use super::Context;
-use crate::ipc::request::valid_tid;
+use crate::ipc::request::TxnRef;
 use crate::proto::anna::{AnnaError, KeyResponse, KeyTuple, LatticeType, LwwValue, RequestType};
 use crate::txn::{Outcome, TxnError};
 
 pub(super) async fn handle(
     ctx: &Context,
     request_id: String,
-    tid: Option<Result<String, String>>,
+    tid: TxnRef,
     tuples: Vec<KeyTuple>,
 ) -> Vec<u8> {
     let keys = || tuples.iter().map(|t| t.key.clone()).collect::<Vec<_>>();
     let tid = match tid {
-        None => None,
-        Some(Ok(tid)) if valid_tid(&tid) => Some(tid),
-        Some(Ok(bad)) | Some(Err(bad)) => {
+        TxnRef::Plain => None,
+        TxnRef::Txn(tid) => Some(tid),
+        TxnRef::Malformed(bad) => {
             ctx.metrics.reject("bad_transaction_id");
             return error_response(
                 &request_id,
@@ -59,12 +59,14 @@ pub(super) async fn handle(
         Some(tid) => ctx.engine.put(tid, writes),
         None => match ctx.engine.put_plain(writes).instrument(span).await {
             Ok(Outcome::Committed { .. }) => Ok(()),
-            Ok(Outcome::Aborted { reason } | Outcome::Unknown { reason }) => {
-                Err(TxnError::Failed {
-                    tid: String::new(),
-                    reason,
-                })
-            }
+            Ok(Outcome::Aborted { cause }) => Err(TxnError::Failed {
+                tid: String::new(),
+                reason: cause.to_string(),
+            }),
+            Ok(Outcome::Unknown { reason }) => Err(TxnError::Failed {
+                tid: String::new(),
+                reason,
+            }),
             Err(e) => Err(e),
         },
     };

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use aft::client::{ClientError, IpcClient, Tag};
 use aft::history::{check, Anomaly, Op, Status, TxnRecord};
+use aft::ipc::request::Endpoint;
 use aft::proto::aft::TransactionStatus;
+use prost::Message;
 
 use crate::tagged::{tagged_of_size, writer_of_payload};
 
@@ -179,6 +181,20 @@ impl RecordedDag {
             commit_window: Some((requested, self.clock.now())),
             ops: self.ops,
         }
+    }
+}
+
+/// Sends a commit request for `tid` without waiting for the reply (crash
+/// tests: the node may die before it answers, and the caller watches what
+/// happens instead); `other_nodes` are the DAG's other nodes.
+pub fn send_commit(client: &IpcClient, tid: &str, other_nodes: &[String]) {
+    let request = aft::proto::aft::CommitRequest {
+        tid: tid.to_string(),
+        response_address: client.reply_address(Endpoint::Commit),
+        addresses: other_nodes.to_vec(),
+    };
+    if let Err(e) = client.send_raw(Endpoint::Commit, &request.encode_to_vec()) {
+        panic!("cannot send the commit of {tid}: {e}");
     }
 }
 
