@@ -348,7 +348,13 @@ async fn a_node_that_cannot_be_reached_aborts_the_dag_with_a_typed_cause() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TxnError::Peer { failure: PeerFailure::Off, .. }),
+        matches!(
+            err,
+            TxnError::Peer {
+                failure: PeerFailure::Off,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(
