@@ -238,7 +238,7 @@ async fn plain_reads_are_atomic_across_the_keys_of_one_request() {
         .collect();
     assert_eq!(writers, vec![Some(t1.clone()), Some(t1), None]);
     let outcome = engine
-        .put_plain(vec![
+        .put_outside_transaction(vec![
             ("a".into(), payload("p", "a")),
             ("b".into(), payload("p", "b")),
         ])

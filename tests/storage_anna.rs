@@ -28,21 +28,7 @@ async fn anna_two_threads() -> (TestServer, Arc<dyn Storage>) {
     anna_with(2).await
 }
 
-macro_rules! conformance {
-    ($backend:ident, $($case:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (_guard, s) = super::$backend().await;
-                    super::suite::$case(s.as_ref(), b"ns/").await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+aft_testkit::conformance_tests!(
     anna,
     roundtrip_overwrite_delete,
     empty_value_is_not_missing,
@@ -56,7 +42,7 @@ conformance!(
     guarded_batch_with_merges,
 );
 
-conformance!(
+aft_testkit::conformance_tests!(
     anna_two_threads,
     roundtrip_overwrite_delete,
     empty_value_is_not_missing,

@@ -34,67 +34,9 @@ async fn redis() -> (RedisServer, Arc<dyn Storage>) {
     (server, s)
 }
 
-macro_rules! conformance {
-    ($backend:ident, $($case:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (_guard, s) = super::$backend().await;
-                    super::suite::$case(s.as_ref(), b"ns/").await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
-    embedded,
-    roundtrip_overwrite_delete,
-    empty_value_is_not_missing,
-    binary_keys_and_values,
-    values_up_to_the_limit,
-    batch_of_ten_thousand,
-    prefix_scan_of_one_hundred_thousand,
-    prefix_scan_escapes_globs,
-    lww_merge_keeps_newest,
-    put_if_absent_writes_once,
-    put_many_if_absent_is_guarded,
-    guarded_batch_with_merges,
-    large_guarded_batch,
-);
-
-conformance!(
-    memory,
-    roundtrip_overwrite_delete,
-    empty_value_is_not_missing,
-    binary_keys_and_values,
-    values_up_to_the_limit,
-    batch_of_ten_thousand,
-    prefix_scan_of_one_hundred_thousand,
-    prefix_scan_escapes_globs,
-    lww_merge_keeps_newest,
-    put_if_absent_writes_once,
-    put_many_if_absent_is_guarded,
-    guarded_batch_with_merges,
-    large_guarded_batch,
-);
-
-conformance!(
-    redis,
-    roundtrip_overwrite_delete,
-    empty_value_is_not_missing,
-    binary_keys_and_values,
-    values_up_to_the_limit,
-    batch_of_ten_thousand,
-    prefix_scan_of_one_hundred_thousand,
-    prefix_scan_escapes_globs,
-    lww_merge_keeps_newest,
-    put_if_absent_writes_once,
-    put_many_if_absent_is_guarded,
-    guarded_batch_with_merges,
-    large_guarded_batch,
-);
+aft_testkit::full_conformance_tests!(embedded);
+aft_testkit::full_conformance_tests!(memory);
+aft_testkit::full_conformance_tests!(redis);
 
 /// The whole suite on one real 3-master cluster (starting one costs ~1 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -422,7 +422,10 @@ impl Engine {
 
     /// A non-transactional put: the writes commit atomically as one
     /// transaction of their own.
-    pub async fn put_plain(&self, writes: Vec<(String, Bytes)>) -> Result<Outcome, TxnError> {
+    pub async fn put_outside_transaction(
+        &self,
+        writes: Vec<(String, Bytes)>,
+    ) -> Result<Outcome, TxnError> {
         self.check_value_sizes(&writes)?;
         let started = self.start()?;
         if let Err(e) = self.put(&started.tid, writes) {

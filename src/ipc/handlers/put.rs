@@ -57,7 +57,12 @@ pub(super) async fn handle(
     );
     let result = match &tid {
         Some(tid) => ctx.engine.put(tid, writes),
-        None => match ctx.engine.put_plain(writes).instrument(span).await {
+        None => match ctx
+            .engine
+            .put_outside_transaction(writes)
+            .instrument(span)
+            .await
+        {
             Ok(Outcome::Committed { .. }) => Ok(()),
             Ok(Outcome::Aborted { cause }) => Err(TxnError::Failed {
                 tid: String::new(),

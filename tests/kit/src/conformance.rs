@@ -6,6 +6,47 @@ use aft::proto::anna::LwwValue;
 use aft::storage::{Storage, StorageError, DEFAULT_MAX_VALUE_BYTES};
 use prost::Message;
 
+/// Declares, in a module named after `$backend`, one test per case named,
+/// each on a fresh backend from the caller's `async fn $backend() ->
+/// (guard, Arc<dyn Storage>)` (the guard keeps its server alive).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:ident, $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_guard, s) = super::$backend().await;
+                    $crate::conformance::$case(s.as_ref(), b"ns/").await;
+                }
+            )*
+        }
+    };
+}
+
+/// [`conformance_tests!`] with every case of the suite (for backends with
+/// conditional writes; a backend without them names its cases).
+#[macro_export]
+macro_rules! full_conformance_tests {
+    ($backend:ident) => {
+        $crate::conformance_tests!(
+            $backend,
+            roundtrip_overwrite_delete,
+            empty_value_is_not_missing,
+            binary_keys_and_values,
+            values_up_to_the_limit,
+            batch_of_ten_thousand,
+            prefix_scan_of_one_hundred_thousand,
+            prefix_scan_escapes_globs,
+            lww_merge_keeps_newest,
+            put_if_absent_writes_once,
+            put_many_if_absent_is_guarded,
+            guarded_batch_with_merges,
+            large_guarded_batch,
+        );
+    };
+}
+
 /// Every case, by name, for backends that run them all in one test.
 pub async fn run_all(s: &dyn Storage) {
     run_all_under(s, b"").await;
