@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aft::storage::{open, AnnaStorage, Storage, StorageError, StorageOptions};
-use aft_testkit::conformance as suite;
 use anna_client::proto::AnnaError;
 use anna_client::test_server::{TestServer, TestServerConfig};
 use anna_client::{Envelope, LwwValue, Value};
