@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod failpoint;
+pub mod grpc;
 pub mod history;
 pub mod ipc;
 pub mod meta;

@@ -4,6 +4,7 @@
 //! - [`aft`]: AFT transaction messages seen by executors (`proto/aft.proto`).
 //! - [`records`]: what the sidecar stores in the storage engine.
 //! - [`peer`]: the sidecar-to-sidecar protocol.
+//! - [`aft_server`], [`aft_client`]: AFT's gRPC `service Aft` (`proto/aft_service.proto`).
 
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
@@ -18,6 +19,10 @@ pub mod anna {
 pub mod aft {
     include!(concat!(env!("OUT_DIR"), "/aft.rs"));
 }
+
+// AFT's gRPC service (`service Aft`, no package, as in AFT's own file):
+// `aft_server` (what the gRPC front implements) and `aft_client`.
+include!(concat!(env!("OUT_DIR"), "/_.rs"));
 
 /// Storage records (`package aft.records.v1`).
 pub mod records {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aft::grpc::{GrpcConfig, GrpcTls};
 use aft::ipc::IpcConfig;
 use aft::peer::PeerConfig;
 use aft::storage::{redact, StorageOptions};
@@ -134,6 +135,24 @@ pub struct Cli {
     /// File holding the cluster's peer key (64 hex digits), for --peer-mode sealed.
     #[arg(long, env = "AFT_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
+    /// Address of the gRPC front (AFT's `service Aft`), HOST:PORT; off unless given.
+    #[arg(long, env = "AFT_GRPC_ADDR")]
+    pub grpc_addr: Option<String>,
+    /// File holding the bearer token every gRPC call must carry.
+    #[arg(long, env = "AFT_GRPC_TOKEN_FILE")]
+    pub grpc_token_file: Option<PathBuf>,
+    /// Certificate chain (PEM) of the gRPC port's TLS.
+    #[arg(long, env = "AFT_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of the gRPC port's TLS.
+    #[arg(long, env = "AFT_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that gRPC clients' certificates must chain to (mutual TLS).
+    #[arg(long, env = "AFT_GRPC_TLS_CLIENT_CA")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// Serve gRPC without a token or client certificates (only on a network nothing else reaches).
+    #[arg(long, env = "AFT_GRPC_INSECURE")]
+    pub grpc_insecure: bool,
     /// Print a new peer key for --peer-key-file and exit.
     #[arg(long)]
     pub generate_peer_key: bool,
@@ -181,6 +200,12 @@ pub struct FileConfig {
     pub client_timeout_ms: Option<u64>,
     pub retired_record_retention_secs: Option<u64>,
     pub outcome_retention: Option<usize>,
+    pub grpc_addr: Option<String>,
+    pub grpc_token_file: Option<PathBuf>,
+    pub grpc_tls_cert: Option<PathBuf>,
+    pub grpc_tls_key: Option<PathBuf>,
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    pub grpc_insecure: Option<bool>,
 }
 
 /// Port of the operator's HTTP endpoint when `--metrics-addr` is not given
@@ -211,6 +236,8 @@ pub struct Settings {
     pub ipc: IpcConfig,
     /// The peer layer; `None` when `--peer-mode off`.
     pub peer: Option<PeerConfig>,
+    /// The gRPC front; `None` unless `--grpc-addr` is given.
+    pub grpc: Option<GrpcConfig>,
     /// Address of the operator's HTTP endpoint; `None` when turned off.
     pub metrics_addr: Option<String>,
     /// Log filter.
@@ -325,6 +352,15 @@ impl Settings {
         }
         .resolve(&node_address, storage_timeout, peer_defaults)?;
 
+        let grpc = GrpcChoice {
+            addr: cli.grpc_addr.or(file.grpc_addr),
+            token_file: cli.grpc_token_file.or(file.grpc_token_file),
+            cert: cli.grpc_tls_cert.or(file.grpc_tls_cert),
+            key: cli.grpc_tls_key.or(file.grpc_tls_key),
+            client_ca: cli.grpc_tls_client_ca.or(file.grpc_tls_client_ca),
+            insecure: cli.grpc_insecure || file.grpc_insecure.unwrap_or(false),
+        }
+        .resolve(max_value_bytes)?;
         let engine = EngineConfig {
             node_address: node_address.clone(),
             max_value_bytes,
@@ -433,6 +469,7 @@ impl Settings {
             engine,
             ipc,
             peer,
+            grpc,
             metrics_addr: (metrics_addr != "off").then_some(metrics_addr),
             log_level: pick(cli.log_level, file.log_level, DEFAULT_LOG_LEVEL.into()),
             log_json,
@@ -540,6 +577,109 @@ impl PeerChoice {
             ..defaults
         }))
     }
+}
+
+/// The gRPC settings as given, before they are checked.
+struct GrpcChoice {
+    addr: Option<String>,
+    token_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    insecure: bool,
+}
+
+impl GrpcChoice {
+    /// The gRPC front's configuration, or `None` when no address is given.
+    /// Refuses settings without an address, half a TLS identity, and an
+    /// address with no authentication unless `--grpc-insecure` asks for it.
+    fn resolve(self, max_value_bytes: usize) -> anyhow::Result<Option<GrpcConfig>> {
+        let given: Vec<&str> = [
+            ("--grpc-token-file", self.token_file.is_some()),
+            ("--grpc-tls-cert", self.cert.is_some()),
+            ("--grpc-tls-key", self.key.is_some()),
+            ("--grpc-tls-client-ca", self.client_ca.is_some()),
+            ("--grpc-insecure", self.insecure),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        let Some(addr) = self.addr else {
+            if given.is_empty() {
+                return Ok(None);
+            }
+            anyhow::bail!(
+                "{} given, but the gRPC front is off: add --grpc-addr HOST:PORT to serve it, or remove {}",
+                given.join(", "),
+                if given.len() == 1 { "it" } else { "them" }
+            );
+        };
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .with_context(|| format!("invalid --grpc-addr `{addr}` (expected IP:PORT)"))?;
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the gRPC {what} `{}`", path.display()))
+        };
+        let tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(GrpcTls {
+                cert_pem: read(cert, "certificate")?,
+                key_pem: read(key, "key")?,
+                client_ca_pem: self
+                    .client_ca
+                    .as_deref()
+                    .map(|ca| read(ca, "client CA"))
+                    .transpose()?,
+            }),
+            (None, None) if self.client_ca.is_some() => anyhow::bail!(
+                "--grpc-tls-client-ca needs the server's own --grpc-tls-cert and --grpc-tls-key"
+            ),
+            (None, None) => None,
+            _ => anyhow::bail!("--grpc-tls-cert and --grpc-tls-key go together"),
+        };
+        let token = self
+            .token_file
+            .as_deref()
+            .map(read_grpc_token)
+            .transpose()?;
+        let authenticated = token.is_some() || self.client_ca.is_some();
+        if authenticated && self.insecure {
+            anyhow::bail!("--grpc-insecure contradicts the token or client CA given: remove one");
+        }
+        if !authenticated && !self.insecure {
+            anyhow::bail!(
+                "the gRPC front needs authentication: --grpc-token-file FILE (a bearer token on \
+                 every call) or --grpc-tls-client-ca FILE (mutual TLS), or --grpc-insecure to \
+                 serve without, on a network nothing else reaches"
+            );
+        }
+        Ok(Some(GrpcConfig {
+            addr,
+            token,
+            tls,
+            max_message_bytes: IpcConfig::request_bytes_for(max_value_bytes),
+            max_keys: 10_000,
+        }))
+    }
+}
+
+/// Reads a gRPC bearer token file: its first line that is neither blank nor
+/// a `#` comment, at least 16 characters of printable ASCII.
+fn read_grpc_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the gRPC token file `{}`", path.display()))?;
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!(
+            "gRPC token file `{}`: the token must be at least 16 printable ASCII characters",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
 }
 
 /// Reads the peer key file: 64 hex digits (lines starting with `#` are comments).

@@ -7,6 +7,7 @@ mod http;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use aft::grpc::GrpcServer;
 use aft::ipc::IpcServer;
 use aft::metrics::Metrics;
 use aft::peer::PeerNode;
@@ -128,15 +129,36 @@ fn run(mut settings: Settings) -> anyhow::Result<()> {
     let ipc = IpcServer::start(
         Arc::clone(&engine),
         settings.ipc.clone(),
-        metrics,
+        metrics.clone(),
         runtime.handle().clone(),
     )?;
+    let grpc = match settings.grpc.clone() {
+        None => None,
+        Some(config) => {
+            if config.tls.is_none() && config.token.is_some() {
+                warn!("the gRPC bearer token travels in clear text: add --grpc-tls-cert and --grpc-tls-key");
+            }
+            let server = GrpcServer::start(
+                Arc::clone(&engine),
+                config,
+                metrics.clone(),
+                runtime.handle().clone(),
+            )
+            .context("cannot start the gRPC front")?;
+            // Tests and launchers read this line to find a port chosen with :0.
+            println!("grpc listening on {}", server.local_addr());
+            Some(server)
+        }
+    };
     ready.store(true, std::sync::atomic::Ordering::Release);
     info!(ipc_dir = %ipc_dir.display(), "aft-sidecar ready");
     println!("aft-sidecar ready: ipc dir {}", ipc_dir.display());
 
     runtime.block_on(wait_for_signal())?;
     info!("shutting down");
+    if let Some(grpc) = grpc {
+        runtime.block_on(grpc.shutdown(settings.shutdown_grace));
+    }
     ipc.shutdown(settings.shutdown_grace);
     if let Some(peer_node) = peer_node {
         runtime.block_on(peer_node.shutdown());

@@ -570,6 +570,75 @@ fn a_key_file_without_sealed_mode_and_a_data_dir_beside_storage_stop_the_start()
     );
 }
 
+#[test]
+fn the_grpc_front_never_starts_without_a_chosen_authentication() {
+    let r = run(
+        &["--storage", "from-flag://x", "--grpc-addr", "127.0.0.1:0"],
+        &[],
+    );
+    assert_config_error(
+        &r,
+        "the gRPC front needs authentication",
+        "no token, no mTLS",
+    );
+    assert_config_error(&r, "--grpc-insecure", "the message names the opt-out");
+    let r = run(&["--storage", "from-flag://x", "--grpc-insecure"], &[]);
+    assert_config_error(
+        &r,
+        "--grpc-insecure given, but the gRPC front is off",
+        "no address",
+    );
+    let r = run(
+        &[
+            "--storage",
+            "from-flag://x",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--grpc-tls-cert",
+            "/nonexistent/cert.pem",
+            "--grpc-insecure",
+        ],
+        &[],
+    );
+    assert_config_error(
+        &r,
+        "--grpc-tls-cert and --grpc-tls-key go together",
+        "half TLS",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "too-short\n").unwrap();
+    let r = run(
+        &[
+            "--storage",
+            "from-flag://x",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--grpc-token-file",
+            short.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_config_error(&r, "at least 16 printable ASCII characters", "short token");
+    let r = run(
+        &[
+            "--storage",
+            "from-flag://x",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--grpc-insecure",
+            "--metrics-addr",
+            "off",
+        ],
+        &[],
+    );
+    assert_storage_used(
+        &r,
+        "from-flag://x",
+        "an explicit --grpc-insecure is accepted",
+    );
+}
+
 /// A sidecar process started for a test, killed when dropped.
 struct Running {
     child: std::process::Child,

@@ -230,14 +230,7 @@ pub fn decode(endpoint: Endpoint, frame: &[u8]) -> Result<Request, Undecodable> 
     }
 }
 
-/// Whether `tid` is a well-formed transaction id: 1 to 128 characters from
-/// `[A-Za-z0-9._:-]` (this keeps it safe inside storage keys).
-pub fn valid_tid(tid: &str) -> bool {
-    (1..=128).contains(&tid.len())
-        && tid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
+pub use crate::txn::keys::valid_tid;
 
 #[cfg(test)]
 mod tests {

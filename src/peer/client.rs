@@ -6,15 +6,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::codec::{commit_to_proto, state_from_proto, version_of};
+use super::codec::{
+    call_to_proto, commit_to_proto, reply_from_proto, state_from_proto, version_of,
+};
 use super::membership::Membership;
 use super::transport::Transport;
 use super::PeerError;
 use crate::meta::CommitMeta;
 use crate::proto::peer::{
-    peer_envelope::Body, Decide, FetchTransaction, Prepare, ReadBuffered, ShippedValue,
+    peer_envelope::Body, Decide, ErrorCode, FetchTransaction, Prepare, ReadBuffered, ShippedValue,
 };
-use crate::txn::{PeerFailure, PrepareRequest, PreparedVote, Remote, TxnError, UpstreamState};
+use crate::txn::{
+    ClientCall, ClientReply, PeerFailure, PrepareRequest, PreparedVote, Remote, TxnError,
+    UpstreamState,
+};
 
 /// Calls other sidecars on behalf of the engine.
 pub struct PeerClient {
@@ -32,6 +37,10 @@ fn peer_error(tid: &str, peer: &str, e: PeerError) -> TxnError {
     let failure = match e {
         PeerError::Timeout { timeout, .. } => PeerFailure::Timeout(timeout),
         PeerError::PeerDown { .. } => PeerFailure::Down,
+        PeerError::Remote {
+            code: ErrorCode::UnknownTransaction,
+            ..
+        } => PeerFailure::UnknownTransaction,
         PeerError::Remote { code, message, .. } => {
             PeerFailure::Refused(format!("{code:?}: {message}"))
         }
@@ -164,6 +173,26 @@ impl Remote for PeerClient {
         });
         match self.call(tid, node, body, self.timeout).await? {
             Body::DecideAck(_) => Ok(()),
+            _ => Err(Self::unexpected(tid, node)),
+        }
+    }
+
+    async fn call_transaction(
+        &self,
+        node: &str,
+        tid: &str,
+        call: ClientCall,
+    ) -> Result<ClientReply, TxnError> {
+        let body = Body::ClientCall(call_to_proto(tid, &call));
+        // A commit writes to storage on the other node: it gets the prepare timeout.
+        let timeout = match call {
+            ClientCall::Commit => self.prepare_timeout,
+            _ => self.timeout,
+        };
+        match self.call(tid, node, body, timeout).await? {
+            Body::ClientReply(reply) => {
+                reply_from_proto(&call, reply).ok_or_else(|| Self::unexpected(tid, node))
+            }
             _ => Err(Self::unexpected(tid, node)),
         }
     }

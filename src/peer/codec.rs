@@ -5,10 +5,10 @@ use prost::Message;
 
 use crate::meta::{CommitMeta, Version};
 use crate::proto::peer::{
-    peer_envelope::Body, BufferedKey, CommittedTransaction, KeyVersion, NodeIncarnation,
-    PeerEnvelope, ShippedValue, TransactionState, PROTOCOL_VERSION,
+    self as proto, peer_envelope::Body, BufferedKey, BufferedValue, CommittedTransaction,
+    KeyVersion, NodeIncarnation, PeerEnvelope, ShippedValue, TransactionState, PROTOCOL_VERSION,
 };
-use crate::txn::UpstreamState;
+use crate::txn::{ClientCall, ClientEnd, ClientReply, UpstreamState};
 
 /// A peer envelope around `body`.
 pub fn envelope(correlation_id: u64, sender: &str, body: Body) -> Vec<u8> {
@@ -120,9 +120,139 @@ pub fn commit_from_proto(commit: &CommittedTransaction) -> Option<CommitMeta> {
     )
 }
 
+/// A client's call of transaction `tid` as a message.
+pub fn call_to_proto(tid: &str, call: &ClientCall) -> proto::ClientCall {
+    let mut message = proto::ClientCall {
+        tid: tid.to_string(),
+        ..Default::default()
+    };
+    match call {
+        ClientCall::Read(keys) => message.read = Some(proto::ClientRead { keys: keys.clone() }),
+        ClientCall::Write(writes) => {
+            message.write = Some(proto::ClientWrite {
+                values: writes
+                    .iter()
+                    .map(|(key, value)| ShippedValue {
+                        key: key.clone(),
+                        payload: value.to_vec(),
+                    })
+                    .collect(),
+            })
+        }
+        ClientCall::Commit => message.commit = true,
+        ClientCall::Abort => message.abort = true,
+    }
+    message
+}
+
+/// A call message as the engine's call (`None` unless exactly one call is set).
+pub fn call_from_proto(message: proto::ClientCall) -> Option<ClientCall> {
+    match (message.read, message.write, message.commit, message.abort) {
+        (Some(read), None, false, false) => Some(ClientCall::Read(read.keys)),
+        (None, Some(write), false, false) => Some(ClientCall::Write(
+            write
+                .values
+                .into_iter()
+                .map(|v| (v.key, Bytes::from(v.payload)))
+                .collect(),
+        )),
+        (None, None, true, false) => Some(ClientCall::Commit),
+        (None, None, false, true) => Some(ClientCall::Abort),
+        _ => None,
+    }
+}
+
+/// A call's answer as a message.
+pub fn reply_to_proto(reply: &ClientReply) -> proto::ClientReply {
+    match reply {
+        ClientReply::Values(values) => proto::ClientReply {
+            values: values
+                .iter()
+                .map(|v| BufferedValue {
+                    found: v.is_some(),
+                    payload: v.as_ref().map(|b| b.to_vec()).unwrap_or_default(),
+                })
+                .collect(),
+            ..Default::default()
+        },
+        ClientReply::Written => proto::ClientReply {
+            written: true,
+            ..Default::default()
+        },
+        ClientReply::Ended(end) => proto::ClientReply {
+            ended: true,
+            end: match end {
+                ClientEnd::Committed => proto::ClientEnd::Committed,
+                ClientEnd::Aborted => proto::ClientEnd::Aborted,
+                ClientEnd::Unknown => proto::ClientEnd::Unknown,
+            } as i32,
+            ..Default::default()
+        },
+    }
+}
+
+/// A reply message as the engine's answer to `call` (`None` if it does not
+/// answer that kind of call).
+pub fn reply_from_proto(call: &ClientCall, reply: proto::ClientReply) -> Option<ClientReply> {
+    match call {
+        ClientCall::Read(keys) if reply.values.len() == keys.len() => Some(ClientReply::Values(
+            reply
+                .values
+                .into_iter()
+                .map(|v| v.found.then(|| Bytes::from(v.payload)))
+                .collect(),
+        )),
+        ClientCall::Write(_) if reply.written => Some(ClientReply::Written),
+        ClientCall::Commit | ClientCall::Abort if reply.ended => {
+            Some(ClientReply::Ended(match reply.end() {
+                proto::ClientEnd::Committed => ClientEnd::Committed,
+                proto::ClientEnd::Aborted => ClientEnd::Aborted,
+                proto::ClientEnd::Unknown => ClientEnd::Unknown,
+            }))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_calls_and_replies_round_trip_and_malformed_calls_are_refused() {
+        let calls = [
+            ClientCall::Read(vec!["a".into(), "b".into()]),
+            ClientCall::Write(vec![("a".into(), Bytes::from_static(b"v"))]),
+            ClientCall::Commit,
+            ClientCall::Abort,
+        ];
+        for call in calls {
+            assert_eq!(call_from_proto(call_to_proto("t", &call)), Some(call));
+        }
+        let both = proto::ClientCall {
+            commit: true,
+            abort: true,
+            ..Default::default()
+        };
+        assert_eq!(call_from_proto(both), None);
+        assert_eq!(call_from_proto(proto::ClientCall::default()), None);
+        let read = ClientCall::Read(vec!["a".into(), "b".into()]);
+        let values = ClientReply::Values(vec![Some(Bytes::from_static(b"x")), None]);
+        assert_eq!(
+            reply_from_proto(&read, reply_to_proto(&values)),
+            Some(values)
+        );
+        let ended = ClientReply::Ended(ClientEnd::Committed);
+        assert_eq!(
+            reply_from_proto(&ClientCall::Commit, reply_to_proto(&ended)),
+            Some(ended)
+        );
+        // A reply that does not answer the call is refused.
+        assert_eq!(
+            reply_from_proto(&read, reply_to_proto(&ClientReply::Written)),
+            None
+        );
+    }
 
     #[test]
     fn state_round_trips() {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use super::codec::{commit_from_proto, commit_to_proto, state_to_proto};
+use super::codec::{
+    call_from_proto, commit_from_proto, commit_to_proto, reply_to_proto, state_to_proto,
+};
 use super::membership::Membership;
 use crate::proto::peer::{
     peer_envelope::Body, BufferedValue, DecideAck, Error as ErrorBody, ErrorCode, GossipCommits,
@@ -159,6 +161,19 @@ impl Service {
                     .map(commit_to_proto)
                     .collect(),
             })),
+            Body::ClientCall(message) => {
+                let tid = message.tid.clone();
+                Some(match call_from_proto(message) {
+                    None => error(
+                        ErrorCode::Malformed,
+                        "a client call must name exactly one call",
+                    ),
+                    Some(call) => match self.engine.serve_call(&tid, call).await {
+                        Ok(reply) => Body::ClientReply(reply_to_proto(&reply)),
+                        Err(e) => txn_error(&e),
+                    },
+                })
+            }
             other => {
                 warn!(peer = %sender, "unexpected message kind {:?}", std::mem::discriminant(&other));
                 Some(error(ErrorCode::Malformed, "unexpected message kind"))

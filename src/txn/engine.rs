@@ -266,6 +266,12 @@ impl Engine {
         &self.config
     }
 
+    /// This node's wall clock, in microseconds (what fronts stamp on the
+    /// `LWWValue`s they build for clients that send bare bytes).
+    pub fn wall_micros(&self) -> u64 {
+        self.clock.wall_micros()
+    }
+
     /// This node's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

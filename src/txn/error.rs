@@ -115,6 +115,10 @@ pub enum PeerFailure {
     /// The node is known to be down (missed heartbeats, or it left).
     #[error("the node is down")]
     Down,
+    /// The node does not know the transaction (never started there,
+    /// forgotten, or the node restarted).
+    #[error("does not know the transaction")]
+    UnknownTransaction,
     /// The node answered with an error.
     #[error("refused: {0}")]
     Refused(String),

@@ -93,6 +93,15 @@ pub fn tid_of_commit_key(storage_key: &[u8]) -> Option<&str> {
     std::str::from_utf8(storage_key.strip_prefix(COMMIT_PREFIX)?).ok()
 }
 
+/// Whether `tid` is a well-formed transaction id: 1 to 128 characters from
+/// `[A-Za-z0-9._:-]` (this keeps it safe inside storage keys).
+pub fn valid_tid(tid: &str) -> bool {
+    (1..=128).contains(&tid.len())
+        && tid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

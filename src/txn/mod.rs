@@ -5,6 +5,7 @@
 //! through the [`Remote`] trait.
 
 mod background;
+mod client_call;
 mod commit;
 mod config;
 mod engine;
@@ -29,7 +30,9 @@ pub use outcome::{AbortCause, Outcome, OutcomeLog};
 pub use record::{
     decode_commit_record, decode_decision, decode_intent, Decision, COMMIT_RECORD_FORMAT,
 };
-pub use remote::{PrepareRequest, PreparedVote, Remote, UpstreamState};
+pub use remote::{
+    ClientCall, ClientEnd, ClientReply, PrepareRequest, PreparedVote, Remote, UpstreamState,
+};
 pub use transaction::{Phase, Transaction};
 
 use std::collections::BTreeMap;

@@ -84,6 +84,43 @@ pub struct PreparedVote {
     pub reads: Vec<(String, Version)>,
 }
 
+/// A call of a transaction's client, run on the node that holds the
+/// transaction (the gRPC front forwards calls for transactions that another
+/// node started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCall {
+    /// Read these keys.
+    Read(Vec<String>),
+    /// Buffer these writes (key, serialized `LWWValue`).
+    Write(Vec<(String, Bytes)>),
+    /// Commit.
+    Commit,
+    /// Abort.
+    Abort,
+}
+
+/// How a transaction ended, as a client call reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientEnd {
+    /// Committed.
+    Committed,
+    /// Aborted: nothing of it is visible.
+    Aborted,
+    /// Not known yet (storage failed at the commit point); retry the commit.
+    Unknown,
+}
+
+/// What a [`ClientCall`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientReply {
+    /// The values read, in the order asked (`None`: the key has no value).
+    Values(Vec<Option<Bytes>>),
+    /// The writes are buffered.
+    Written,
+    /// The transaction ended so.
+    Ended(ClientEnd),
+}
+
 /// Calls to other sidecars that the engine needs. Every call has a timeout
 /// and fails with [`TxnError::Peer`] naming the peer.
 #[async_trait]
@@ -125,4 +162,20 @@ pub trait Remote: Send + Sync + 'static {
         tid: &str,
         commit: Option<&CommitMeta>,
     ) -> Result<(), TxnError>;
+
+    /// Runs a client's `call` of transaction `tid` on `node`, which holds it.
+    /// A remote that cannot forward calls answers that the peer layer is off.
+    async fn call_transaction(
+        &self,
+        node: &str,
+        tid: &str,
+        call: ClientCall,
+    ) -> Result<ClientReply, TxnError> {
+        let _ = call;
+        Err(TxnError::Peer {
+            tid: tid.to_string(),
+            peer: node.to_string(),
+            failure: super::PeerFailure::Off,
+        })
+    }
 }

@@ -226,6 +226,18 @@ impl LocalCluster {
         self.nodes.push(node);
     }
 
+    /// An IPC client of node `i` (thread id `thread`), waiting up to
+    /// `timeout` for each reply; panics if it cannot connect.
+    pub fn client(
+        &self,
+        i: usize,
+        thread: u32,
+        timeout: std::time::Duration,
+    ) -> aft::client::IpcClient {
+        aft::client::IpcClient::connect(&self.nodes[i].ipc, thread, timeout)
+            .unwrap_or_else(|e| panic!("cannot connect to node {}: {e}", i + 1))
+    }
+
     /// The addresses of every node except `i`.
     pub fn others(&self, i: usize) -> Vec<String> {
         self.nodes

@@ -12,6 +12,7 @@
 //! - [`cluster`]: several sidecars on 127.0.0.x sharing one store.
 //! - [`tagged`]: LWW values that name their writer, and reading the writer back.
 //! - [`dag`]: a DAG run through `IpcClient` and recorded for the history checker.
+//! - [`grpc`]: a blocking client of the gRPC front (AFT's `service Aft`).
 //! - [`outside`]: a reader of the plain keys, as Cloudburst's user client reads.
 //! - [`faulty`]: a storage wrapper that fails on demand.
 //! - [`conformance`]: the storage conformance suite every backend passes.
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod conformance;
 pub mod dag;
 pub mod faulty;
+pub mod grpc;
 pub mod outside;
 pub mod ports;
 pub mod process;

@@ -147,6 +147,15 @@ impl Sidecar {
         Ok(())
     }
 
+    /// The address of its gRPC front, from its `grpc listening on ADDR` line.
+    pub fn grpc_addr(&self) -> Option<std::net::SocketAddr> {
+        self.process
+            .as_ref()?
+            .startup_lines()
+            .iter()
+            .find_map(|line| line.strip_prefix("grpc listening on ")?.trim().parse().ok())
+    }
+
     /// What it wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.spec.log).unwrap_or_default()
