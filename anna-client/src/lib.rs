@@ -5,8 +5,8 @@
 //! retries, and a value envelope that gives Anna what it lacks for a
 //! general key-value store (0-byte values, deletes).
 //!
-//! The wire protocol (documented in the workspace's `PROTOCOL.md`, section
-//! 5) is ZeroMQ PUSH/PULL with single-frame protobuf messages:
+//! The wire protocol (documented in the workspace's `docs/PROTOCOL.md`,
+//! section 6) is ZeroMQ PUSH/PULL with single-frame protobuf messages:
 //!
 //! 1. the client asks a routing node (TCP port `6450 + thread`) which KVS
 //!    threads own a key with a `KeyAddressRequest` (one key per request)

@@ -4,7 +4,7 @@
 //! with a PULL socket bound on `127.0.0.1` (free ports unless base ports
 //! are configured), answering over PUSH sockets connected to the
 //! requests' response addresses, exactly like Anna's nodes. It reproduces
-//! what was measured against a real Anna build (PROTOCOL.md section 5):
+//! what was measured against a real Anna build (docs/PROTOCOL.md section 6):
 //!
 //! - a `KeyAddressRequest` with several keys is answered wrongly: only the
 //!   first key gets an entry (Anna's handler returns early); see
