@@ -53,7 +53,7 @@ mod warmup;
 pub use self::assemble::command_line;
 
 /// Names of every workload, in report order.
-pub const WORKLOADS: [&str; 15] = [
+pub const WORKLOADS: [&str; 16] = [
     "echo-get",
     "sidecar-get",
     "echo-dag",
@@ -62,6 +62,7 @@ pub const WORKLOADS: [&str; 15] = [
     "sidecar-file-dag",
     "redis-net-dag",
     "sidecar-redis-net-dag",
+    "sidecar-grpc-net-dag",
     "sidecar-dynamodb-net-dag",
     "sidecar-s3-net-dag",
     "ping-direct",

@@ -16,6 +16,7 @@ use rand::rngs::SmallRng;
 use crate::resp::RespClient;
 use crate::workload::{key_name, KeyPicker, WorkloadParams};
 use aft_testkit::dag::{HistoryClock, RecordedDag};
+use aft_testkit::grpc::GrpcClient;
 use aft_testkit::tagged::tag_of_size as tagged_value;
 
 /// Monotonic nanoseconds since the first call in this process (the
@@ -43,6 +44,8 @@ pub enum Conn {
     },
     /// A plain Redis connection.
     Redis(RespClient),
+    /// A client of a sidecar's gRPC front (AFT's `service Aft`).
+    Grpc(GrpcClient),
 }
 
 /// What a slice of work runs.
@@ -68,6 +71,11 @@ pub enum Spec {
     },
     /// The same DAG IO pattern with plain Redis GET/SET (no atomicity).
     RedisDag {
+        /// Key space.
+        prefix: String,
+    },
+    /// The DAG's reads and writes as one transaction through the gRPC front.
+    GrpcDag {
         /// Key space.
         prefix: String,
     },
@@ -213,6 +221,7 @@ impl Worker {
                 history,
             } => self.ipc_dag(prefix, *nodes, *spread, *history, rec),
             Spec::RedisDag { prefix } => self.redis_dag(prefix, rec),
+            Spec::GrpcDag { prefix } => self.grpc_dag(prefix, rec),
             Spec::Ping => self.ping(rec),
         };
         if let Err(e) = result {
@@ -435,6 +444,79 @@ impl Worker {
         }
     }
 
+    /// The DAG's functions, one after another, as calls of one gRPC
+    /// transaction (a platform without a sidecar on the function's node).
+    fn grpc_dag(&mut self, prefix: &str, rec: &mut Recorder) -> Result<(), String> {
+        let params = Arc::clone(&self.params);
+        let mut keys: Vec<(Vec<String>, Vec<String>)> = Vec::with_capacity(params.functions);
+        for _ in 0..params.functions {
+            let reads = (0..params.reads_per_function)
+                .map(|_| self.key(prefix))
+                .collect();
+            let writes = (0..params.writes_per_function)
+                .map(|_| self.key(prefix))
+                .collect();
+            keys.push((reads, writes));
+        }
+        let Conn::Grpc(client) = &mut self.conn else {
+            return Err("the gRPC DAG needs a gRPC connection".into());
+        };
+        let started = Instant::now();
+        let id = timed(rec, "start", || client.start())
+            .map_err(|e| format!("start: {e}"))?
+            .id;
+        let mut ops = Vec::new();
+        let mut run = || -> Result<(), String> {
+            for (reads, writes) in &keys {
+                for key in reads {
+                    let value = timed(rec, "get", || client.read(&id, &[key]))
+                        .map_err(|e| format!("read: {e}"))?;
+                    ops.push(Op::Read {
+                        key: key.clone(),
+                        writer: value.first().and_then(|v| writer_of(v)),
+                        returned_at: now_ns(),
+                    });
+                }
+                for key in writes {
+                    let value = tagged_value(&id, key, params.value_bytes);
+                    timed(rec, "put", || client.write(&id, &[(key, value)]))
+                        .map_err(|e| format!("write: {e}"))?;
+                    ops.push(Op::Write { key: key.clone() });
+                }
+            }
+            Ok(())
+        };
+        let outcome = run();
+        let requested = now_ns();
+        let ended = match &outcome {
+            Ok(()) => timed(rec, "commit", || client.commit(&id)),
+            Err(_) => client.abort(&id),
+        };
+        let status = match &ended {
+            Ok(TransactionStatus::Committed) => Status::Committed,
+            Ok(_) => Status::Aborted,
+            Err(_) => Status::Unknown,
+        };
+        rec.history.push(TxnRecord {
+            id,
+            status: status.clone(),
+            commit_timestamp: None,
+            commit_window: Some((requested, now_ns())),
+            ops,
+        });
+        outcome?;
+        match ended {
+            Ok(_) => {
+                if status == Status::Aborted {
+                    rec.aborts += 1;
+                }
+                rec.op(started.elapsed());
+                Ok(())
+            }
+            Err(e) => Err(format!("commit: {e}")),
+        }
+    }
+
     fn ping(&mut self, rec: &mut Recorder) -> Result<(), String> {
         let Conn::Redis(redis) = &mut self.conn else {
             return Err("PING needs a Redis connection".into());
@@ -459,6 +541,7 @@ impl Worker {
                     let id = format!("load{}-{}", self.id, self.seq);
                     load_redis(redis, &id, &keys, value_bytes)
                 }
+                Conn::Grpc(client) => load_grpc(client, &keys, value_bytes),
             };
             match result {
                 Ok(record) => {
@@ -497,6 +580,33 @@ fn load_ipc(client: &IpcClient, keys: &[String], value_bytes: usize) -> Result<T
     }
     Ok(TxnRecord {
         id: tid,
+        status: Status::Committed,
+        commit_timestamp: None,
+        commit_window: Some((requested, now_ns())),
+        ops: keys.iter().map(|k| Op::Write { key: k.clone() }).collect(),
+    })
+}
+
+fn load_grpc(
+    client: &mut GrpcClient,
+    keys: &[String],
+    value_bytes: usize,
+) -> Result<TxnRecord, String> {
+    let id = client.start().map_err(|e| format!("start: {e}"))?.id;
+    let writes: Vec<(&str, Vec<u8>)> = keys
+        .iter()
+        .map(|k| (k.as_str(), tagged_value(&id, k, value_bytes)))
+        .collect();
+    client
+        .write(&id, &writes)
+        .map_err(|e| format!("write: {e}"))?;
+    let requested = now_ns();
+    let status = client.commit(&id).map_err(|e| format!("commit: {e}"))?;
+    if status != TransactionStatus::Committed {
+        return Err(format!("loader transaction {id} answered {status:?}"));
+    }
+    Ok(TxnRecord {
+        id,
         status: Status::Committed,
         commit_timestamp: None,
         commit_window: Some((requested, now_ns())),

@@ -12,6 +12,8 @@ use aft::client::IpcClient;
 use anyhow::Context as _;
 
 use crate::cost::Probe;
+use aft_testkit::grpc::GrpcClient;
+
 use crate::procs::{ChildProcess, OwnsProcess};
 use crate::resp::RespClient;
 use crate::runner::{Connector, Pool};
@@ -129,6 +131,19 @@ pub(super) fn ipc_connector(
             Arc::clone(&params),
             seed,
         )
+    })
+}
+
+/// Clients of the gRPC front at `addr` (AFT's `service Aft`).
+pub(super) fn grpc_connector(
+    addr: SocketAddr,
+    params: Arc<WorkloadParams>,
+    seed: u64,
+) -> Connector {
+    Arc::new(move |id| {
+        let client = GrpcClient::connect(addr, None)
+            .with_context(|| format!("gRPC client {id} of {addr}"))?;
+        Worker::new(id, Conn::Grpc(client), Arc::clone(&params), seed)
     })
 }
 

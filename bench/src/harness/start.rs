@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::plan::Plan;
-use super::rig::{ipc_connector, redis_connector, Rig};
+use super::rig::{grpc_connector, ipc_connector, redis_connector, Rig};
 use crate::aws::AwsStore;
 use crate::cli::RunArgs;
 use crate::procs::{
@@ -18,6 +18,8 @@ use crate::results::MultiNodeStatus;
 use crate::runner::Connector;
 use crate::session::Spec;
 use aft_testkit::cluster::{free_peer_port, node_address, node_args};
+use aft_testkit::sidecar::grpc_addr_of;
+use anyhow::Context as _;
 
 /// One workload as scheduled.
 pub(super) struct Workload {
@@ -215,6 +217,7 @@ pub(super) fn start_targets(
     workloads.extend(direct_redis(setup, rig, &redis)?);
     workloads.extend(file_sidecar(setup, rig)?);
     workloads.extend(redis_sidecars(setup, rig, &redis)?);
+    workloads.extend(grpc_sidecar(setup, rig, &redis)?);
     workloads.extend(aws_sidecars(setup, rig)?);
     if let (true, Some(addr)) = (setup.plan.run_multi, redis.direct) {
         workloads.extend(multi_node_cluster(setup, rig, addr, &mut multi_node)?);
@@ -427,6 +430,51 @@ fn redis_sidecars(
         workloads.push(Workload::single_node_dag(name, title, pool, prefix));
     }
     Ok(workloads)
+}
+
+/// Target `sd-grpc`: a sidecar on the Redis behind the proxy, reached over
+/// its gRPC front through a second proxy (functions with no sidecar on
+/// their node reach it over the network); workload `sidecar-grpc-net-dag`.
+fn grpc_sidecar(
+    setup: &Setup<'_>,
+    rig: &mut Rig,
+    redis: &RedisAddrs,
+) -> anyhow::Result<Vec<Workload>> {
+    let name = "sidecar-grpc-net-dag";
+    let Some(redis_net) = redis.net.filter(|_| setup.selected(name)) else {
+        return Ok(Vec::new());
+    };
+    let extra = ["--grpc-addr", "127.0.0.1:0", "--grpc-insecure"]
+        .map(String::from)
+        .to_vec();
+    let (_ipc_dir, process) = setup.sidecar("sd-grpc", format!("redis://{redis_net}"), extra)?;
+    let grpc = grpc_addr_of(&process).context("the sidecar printed no gRPC address")?;
+    let pool = rig.next_pool();
+    rig.add_sidecar(
+        pool,
+        "aft-sidecar (gRPC front, redis behind the proxy)",
+        process,
+    );
+    let (proxy, proxied) = setup.proxy(grpc, "grpc-proxy.log")?;
+    rig.add_process("delay-proxy (gRPC)", proxy);
+    rig.spawn_pool(
+        "sd-grpc",
+        setup.plan.max_clients,
+        grpc_connector(proxied, Arc::clone(&setup.plan.params), setup.args.seed),
+    )?;
+    Ok(vec![Workload {
+        key_space: Some("grpc".into()),
+        through_sidecar: true,
+        ..Workload::new(
+            name,
+            "the DAG as one gRPC transaction: client and Redis each behind the simulated network hop",
+            "DAG",
+            pool,
+            Spec::GrpcDag {
+                prefix: "grpc".into(),
+            },
+        )
+    }])
 }
 
 /// Targets `sd-dynamodb` and `sd-s3` (opt-in): a local emulator, a delay

@@ -95,6 +95,15 @@ pub fn launch(spec: &SidecarSpec) -> Result<ChildProcess, StartError> {
     Ok(process)
 }
 
+/// The address of a started sidecar's gRPC front, from its
+/// `grpc listening on ADDR` start-up line.
+pub fn grpc_addr_of(process: &ChildProcess) -> Option<std::net::SocketAddr> {
+    process
+        .startup_lines()
+        .iter()
+        .find_map(|line| line.strip_prefix("grpc listening on ")?.trim().parse().ok())
+}
+
 /// A sidecar a test owns: it can be killed, signalled and started again
 /// with the same flags. Dropping it kills it (SIGKILL).
 pub struct Sidecar {
@@ -149,11 +158,7 @@ impl Sidecar {
 
     /// The address of its gRPC front, from its `grpc listening on ADDR` line.
     pub fn grpc_addr(&self) -> Option<std::net::SocketAddr> {
-        self.process
-            .as_ref()?
-            .startup_lines()
-            .iter()
-            .find_map(|line| line.strip_prefix("grpc listening on ")?.trim().parse().ok())
+        grpc_addr_of(self.process.as_ref()?)
     }
 
     /// What it wrote to stderr so far.
