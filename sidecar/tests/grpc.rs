@@ -181,6 +181,17 @@ fn bad_input_and_missing_credentials_get_clear_status_codes_and_the_node_keeps_s
     assert_eq!(code(anonymous.start()), Code::Unauthenticated);
     let mut wrong = GrpcClient::connect(addr, Some("not-the-token-0123456789")).unwrap();
     assert_eq!(code(wrong.start()), Code::Unauthenticated);
+    // Bytes that are not HTTP/2 on the gRPC port close that connection only.
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xffu8; 64][..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00",
+    ] {
+        use std::io::Write as _;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(garbage);
+        drop(s);
+    }
     // Still serving.
     let t = c.start().unwrap().id;
     c.write(&t, &[("after", value(&t, "after"))]).unwrap();
