@@ -13,19 +13,34 @@ overlay, or a plain multi-document YAML file). Checks, in order:
    variables that are either a value or a reference (never both), $(VAR)
    references that Kubernetes can expand, references to Secrets/ConfigMaps
    that exist in the bundle (or are optional), selectors that select.
-3. aft-sidecar rules: the storage URL never on the command line and never
-   with a literal password; the TOML config in the ConfigMap uses only keys
-   documented in docs/CONFIG.md; probes on /ready and /health of the
-   metrics port, which is what Prometheus scrapes; terminationGracePeriod-
-   Seconds >= shutdown_grace_secs + 5; the IPC directory is a hostPath at
-   ipc_dir; peer port, headless Service and PodDisruptionBudget agree.
+3. aft-sidecar rules, for each workload with a container named aft-sidecar:
+   the storage URL never on the command line and never with a literal
+   password; the TOML config in the ConfigMap uses only keys documented in
+   docs/CONFIG.md; probes on /ready and /health of the metrics port, which
+   is what Prometheus scrapes; terminationGracePeriodSeconds >=
+   shutdown_grace_secs + 5; peer port, peer discovery, headless Service and
+   PodDisruptionBudget agree. By shape:
+   - DaemonSet (sidecars next to node-local executors): the IPC directory is
+     a hostPath at ipc_dir; AFT_NODE_ADDRESS from status.hostIP on the host
+     network (status.podIP otherwise); maxSurge 0.
+   - Deployment (a gRPC front for functions on no sidecar's node): gRPC on;
+     no host network, AFT_NODE_ADDRESS from status.podIP; no hostPath, the
+     IPC directory a subdirectory of an emptyDir; replicas >= 2, no Recreate.
+   - gRPC (whenever grpc_addr is set): containerPort `grpc` matches
+     grpc_addr; a Service selects the pods and exposes it (ready pods only);
+     authentication configured (a token file or a client CA, each a file of
+     a mounted Secret) unless grpc_insecure is explicit; TLS cert and key
+     together, from a Secret; no Service takes the port outside the cluster
+     (LoadBalancer, NodePort, externalIPs) without TLS.
 4. With --binary: every flag used in args exists in the real aft-sidecar's
    --help (flags listed as planned in docs/CONFIG.md only warn), and the
    binary, run with the pod's args, literal environment and config file
    (secrets replaced by stand-ins), accepts the configuration.
 
---self-test FILE applies a list of deliberate breakages to a good bundle and
-fails unless every one of them is reported (and the unbroken bundle passes).
+--self-test FILE applies a list of deliberate breakages to a good bundle (the
+DaemonSet list, or the gRPC Deployment list when the bundle runs the sidecar
+as a Deployment) and fails unless every one of them is reported (and the
+unbroken bundle passes).
 
 Exit status: 0 when everything passed, 1 otherwise.
 """
@@ -57,6 +72,9 @@ except ImportError:  # pragma: no cover - validate.sh installs it
 kv.schema_contents = functools.lru_cache(maxsize=None)(kv.schema_contents)
 
 SIDECAR_CONTAINER = "aft-sidecar"
+# Workloads that run the sidecar: next to node-local executors (DaemonSet),
+# or as a gRPC front for functions that share no node with it (Deployment).
+SIDECAR_KINDS = ("DaemonSet", "Deployment")
 WORKLOAD_KINDS = {"DaemonSet", "StatefulSet", "Deployment", "ReplicaSet", "Job"}
 ROOT_INIT_CAPS = {"CHOWN", "FOWNER", "DAC_OVERRIDE"}
 DEFAULTS = {  # sidecar/src/config.rs
@@ -66,7 +84,13 @@ DEFAULTS = {  # sidecar/src/config.rs
     "shutdown_grace_secs": 10,
     "peer_port": 7150,
     "peer_mode": "off",
+    "allow_world_writable_ipc_dir": False,
+    "grpc_insecure": False,
 }
+# Settings naming a file that holds a secret: a key of a mounted Secret.
+SECRET_FILE_KEYS = ("peer_key_file", "grpc_token_file", "grpc_tls_cert", "grpc_tls_key",
+                    "grpc_tls_client_ca")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 VAR_REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 FLAG = re.compile(r"--[a-z][a-z0-9-]*")
 
@@ -359,7 +383,7 @@ def has_literal_password(url: str, secret_vars: set[str]) -> bool:
 
 @dataclass
 class Sidecar:
-    ds: dict
+    workload: dict  # the DaemonSet or Deployment
     spec: dict
     ctr: dict
     args: list[str]
@@ -367,11 +391,15 @@ class Sidecar:
     toml: dict[str, Any] | None
     toml_text: str | None
 
+    @property
+    def kind(self) -> str:
+        return str(self.workload.get("kind"))
+
 
 def find_sidecars(objs: list[dict]) -> list[Sidecar]:
     found = []
     for obj in objs:
-        if obj.get("kind") != "DaemonSet":
+        if obj.get("kind") not in SIDECAR_KINDS:
             continue
         spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
         for ctr in spec.get("containers") or []:
@@ -403,6 +431,23 @@ def effective(sc: Sidecar, key: str) -> Any:
     return DEFAULTS.get(key)
 
 
+def effective_bool(sc: Sidecar, key: str) -> bool:
+    """A boolean setting: on if any source turns it on (a bare flag takes no value)."""
+    flag = "--" + key.replace("_", "-")
+    if any(a == flag or a.startswith(flag + "=") for a in sc.args):
+        return True
+    env = sc.env.get("AFT_" + key.upper())
+    if env is not None and str(env.get("value", "")).strip() == "true":
+        return True
+    return bool(sc.toml is not None and sc.toml.get(key) is True)
+
+
+def under(path: str, mount: str) -> bool:
+    """Whether `path` is `mount` or lies inside it."""
+    path, mount = os.path.normpath(path), os.path.normpath(mount)
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
 def port_of(addr: str) -> int | None:
     m = re.search(r":(\d+)$", str(addr))
     return int(m.group(1)) if m else None
@@ -419,16 +464,16 @@ def check_sidecar(objs: list[dict], docs: ConfigDocs, out: Findings, where: str,
                   require_storage: bool) -> list[Sidecar]:
     sidecars = find_sidecars(objs)
     if not sidecars:
-        out.error(where, f"no DaemonSet with a container named {SIDECAR_CONTAINER}")
+        out.error(where, f"no {' or '.join(SIDECAR_KINDS)} with a container named "
+                         f"{SIDECAR_CONTAINER}")
         return []
     by_kind_name = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in objs}
     for sc in sidecars:
-        name = kn(sc.ds)
+        name = kn(sc.workload)
         ctr = sc.ctr
-        pod_labels = ((sc.ds.get("spec") or {}).get("template") or {}).get("metadata", {}) \
-            .get("labels") or {}
-        annotations = ((sc.ds.get("spec") or {}).get("template") or {}).get("metadata", {}) \
-            .get("annotations") or {}
+        tpl_meta = ((sc.workload.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        pod_labels = tpl_meta.get("labels") or {}
+        annotations = tpl_meta.get("annotations") or {}
 
         # --- flags and environment documented -----------------------------
         for arg in list(ctr.get("command") or []) + sc.args:
@@ -483,6 +528,11 @@ def check_sidecar(objs: list[dict], docs: ConfigDocs, out: Findings, where: str,
         node = sc.env.get("AFT_NODE_ADDRESS")
         field_path = (((node or {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
         want = "status.hostIP" if sc.spec.get("hostNetwork") else "status.podIP"
+        if sc.kind == "Deployment" and sc.spec.get("hostNetwork"):
+            out.error(where, f"{name}: a Deployment's sidecars must not use the host network "
+                             "(two replicas on one node would collide on their ports; "
+                             "transaction ids name the pod IP)")
+            want = "status.podIP"
         if arg_value(sc.args, "--node-address") is not None:
             out.error(where, f"{name}: set the node address with AFT_NODE_ADDRESS from the "
                              "downward API, not --node-address")
@@ -494,7 +544,7 @@ def check_sidecar(objs: list[dict], docs: ConfigDocs, out: Findings, where: str,
         metrics_addr = str(effective(sc, "metrics_addr"))
         mport = port_of(metrics_addr)
         host = metrics_addr.rsplit(":", 1)[0]
-        if host in ("127.0.0.1", "localhost", "[::1]", "off") or metrics_addr == "off":
+        if host in LOOPBACK_HOSTS or metrics_addr == "off":
             out.error(where, f"{name}: metrics_addr `{metrics_addr}` is not reachable by "
                              "the kubelet's probes (use 0.0.0.0:9464)")
         cport = container_port(ctr, "metrics")
@@ -528,26 +578,17 @@ def check_sidecar(objs: list[dict], docs: ConfigDocs, out: Findings, where: str,
                              f"least shutdown_grace_secs + 5 ({grace + 5})")
 
         # --- IPC directory -------------------------------------------------------
-        ipc_dir = str(effective(sc, "ipc_dir"))
-        volumes = {v.get("name"): v for v in sc.spec.get("volumes") or []}
-        mounts = [m for m in ctr.get("volumeMounts") or [] if m.get("mountPath") == ipc_dir]
-        if not mounts:
-            out.error(where, f"{name}: nothing is mounted at ipc_dir {ipc_dir}")
-        for m in mounts:
-            hp = (volumes.get(m.get("name")) or {}).get("hostPath")
-            if not hp:
-                out.error(where, f"{name}: ipc_dir {ipc_dir} must be a hostPath volume "
-                                 "(shared with the executor pods of the node)")
-            elif hp.get("type") not in ("Directory", "DirectoryOrCreate"):
-                out.error(where, f"{name}: the IPC hostPath must have type Directory or "
-                                 "DirectoryOrCreate")
-            if m.get("readOnly"):
-                out.error(where, f"{name}: the IPC directory is mounted read-only")
+        if sc.kind == "DaemonSet":
+            check_ipc_hostpath(sc, out, where)
+        else:
+            check_ipc_pod_local(sc, out, where)
 
         # --- peers -------------------------------------------------------------
         peer_mode = str(effective(sc, "peer_mode"))
         if peer_mode == "off":
-            out.error(where, f"{name}: peer_mode is off: DAGs could not span nodes")
+            why = "DAGs could not span nodes" if sc.kind == "DaemonSet" else \
+                "calls could not reach the replica holding their transaction"
+            out.error(where, f"{name}: peer_mode is off: {why}")
         elif peer_mode == "plaintext":
             out.warn(where, f"{name}: peer_mode plaintext: peer traffic is neither "
                             "encrypted nor authenticated")
@@ -565,22 +606,42 @@ def check_sidecar(objs: list[dict], docs: ConfigDocs, out: Findings, where: str,
                     and labels_match((o.get("spec") or {}).get("selector"), pod_labels)]
         if not headless:
             out.error(where, f"{name}: no headless Service selects the sidecars (peer discovery)")
-        dns = arg_value(sc.args, "--peer-discovery-dns")
+        dns = effective(sc, "peer_discovery_dns")
+        if peer_mode != "off" and dns is None and \
+                (sc.kind == "Deployment" or effective(sc, "peers") is None):
+            out.error(where, f"{name}: no peer discovery: set --peer-discovery-dns to the "
+                             "headless Service" + (" (pod IPs change: a static peer list "
+                                                   "goes stale)" if sc.kind == "Deployment"
+                                                   else " (or peers)"))
         if dns is not None and headless and \
                 dns.split(".", 1)[0] not in {(h.get("metadata") or {}).get("name") for h in headless}:
-            out.error(where, f"{name}: --peer-discovery-dns `{dns}` names no headless "
+            out.error(where, f"{name}: peer_discovery_dns `{dns}` names no headless "
                              "Service of this bundle")
         for h in headless:
             ports = [p.get("port") for p in (h.get("spec") or {}).get("ports") or []]
             if peer_port not in ports:
                 out.error(where, f"{kn(h)}: does not expose the peer port {peer_port}")
 
+        # --- gRPC front ------------------------------------------------------------
+        check_grpc(sc, objs, pod_labels, out, where)
+
         # --- rollout and disruption --------------------------------------------
-        strategy = (sc.ds.get("spec") or {}).get("updateStrategy") or {}
-        surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", 0)
-        if surge not in (0, "0", "0%"):
-            out.error(where, f"{name}: maxSurge must be 0 (two sidecars on one node "
-                             "cannot both bind the IPC sockets)")
+        wspec = sc.workload.get("spec") or {}
+        if sc.kind == "DaemonSet":
+            strategy = wspec.get("updateStrategy") or {}
+            surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", 0)
+            if surge not in (0, "0", "0%"):
+                out.error(where, f"{name}: maxSurge must be 0 (two sidecars on one node "
+                                 "cannot both bind the IPC sockets)")
+        else:
+            replicas = wspec.get("replicas", 1)
+            if not isinstance(replicas, int) or replicas < 2:
+                out.error(where, f"{name}: replicas must be at least 2 (got {replicas}): a "
+                                 "lone replica takes every open transaction down with it, "
+                                 "and each rollout or drain stops the service")
+            if (wspec.get("strategy") or {}).get("type") == "Recreate":
+                out.error(where, f"{name}: strategy Recreate stops every replica at once "
+                                 "(use RollingUpdate)")
         if not any(o.get("kind") == "PodDisruptionBudget"
                    and labels_match((o.get("spec") or {}).get("selector"), pod_labels)
                    for o in objs):
@@ -588,10 +649,147 @@ def check_sidecar(objs: list[dict], docs: ConfigDocs, out: Findings, where: str,
     return sidecars
 
 
+def check_ipc_hostpath(sc: Sidecar, out: Findings, where: str) -> None:
+    """DaemonSet: ipc_dir is the hostPath shared with the node's executor pods."""
+    name = kn(sc.workload)
+    ipc_dir = str(effective(sc, "ipc_dir"))
+    volumes = {v.get("name"): v for v in sc.spec.get("volumes") or []}
+    mounts = [m for m in sc.ctr.get("volumeMounts") or [] if m.get("mountPath") == ipc_dir]
+    if not mounts:
+        out.error(where, f"{name}: nothing is mounted at ipc_dir {ipc_dir}")
+    for m in mounts:
+        hp = (volumes.get(m.get("name")) or {}).get("hostPath")
+        if not hp:
+            out.error(where, f"{name}: ipc_dir {ipc_dir} must be a hostPath volume "
+                             "(shared with the executor pods of the node)")
+        elif hp.get("type") not in ("Directory", "DirectoryOrCreate"):
+            out.error(where, f"{name}: the IPC hostPath must have type Directory or "
+                             "DirectoryOrCreate")
+        if m.get("readOnly"):
+            out.error(where, f"{name}: the IPC directory is mounted read-only")
+
+
+def check_ipc_pod_local(sc: Sidecar, out: Findings, where: str) -> None:
+    """Deployment: no executor shares the node, so no hostPath at all; the
+    sidecar still binds its IPC sockets, in a subdirectory of an emptyDir
+    (the root is read-only, and an emptyDir's own root is 0777, which the
+    sidecar refuses as world-writable)."""
+    name = kn(sc.workload)
+    volumes = {v.get("name"): v for v in sc.spec.get("volumes") or []}
+    for vname, vol in volumes.items():
+        if vol.get("hostPath"):
+            out.error(where, f"{name}: volume {vname} is a hostPath: a Deployment's sidecars "
+                             "share no IPC directory with executors (no IPC hostPath)")
+    ipc_dir = str(effective(sc, "ipc_dir"))
+    mounts = [m for m in sc.ctr.get("volumeMounts") or []
+              if m.get("mountPath") and under(ipc_dir, m["mountPath"])]
+    if not mounts:
+        out.error(where, f"{name}: ipc_dir {ipc_dir} is on the read-only root filesystem: "
+                         "put it in a subdirectory of an emptyDir volume")
+        return
+    m = max(mounts, key=lambda m: len(os.path.normpath(m["mountPath"])))
+    vol = volumes.get(m.get("name")) or {}
+    if "emptyDir" not in vol:
+        out.error(where, f"{name}: ipc_dir {ipc_dir} must be on an emptyDir volume "
+                         f"(the pod's own), not volume {m.get('name')}")
+    elif m.get("readOnly"):
+        out.error(where, f"{name}: the IPC directory is mounted read-only")
+    elif os.path.normpath(ipc_dir) == os.path.normpath(m["mountPath"]) and \
+            not effective_bool(sc, "allow_world_writable_ipc_dir"):
+        out.error(where, f"{name}: ipc_dir {ipc_dir} is the root of emptyDir "
+                         f"{m.get('name')}, which Kubernetes makes world-writable (0777): "
+                         f"the sidecar refuses it; use a subdirectory ({m['mountPath']}/ipc)")
+
+
+def check_grpc(sc: Sidecar, objs: list[dict], pod_labels: dict, out: Findings,
+               where: str) -> None:
+    name = kn(sc.workload)
+    by_kind_name = {(o.get("kind"), (o.get("metadata") or {}).get("name")): o for o in objs}
+    addr = effective(sc, "grpc_addr")
+    files = {k: effective(sc, k) for k in SECRET_FILE_KEYS if k.startswith("grpc_")}
+    insecure = effective_bool(sc, "grpc_insecure")
+    if addr is None:
+        if sc.kind == "Deployment":
+            out.error(where, f"{name}: a Deployment's sidecars serve nothing without "
+                             "grpc_addr (no executors share their nodes): set --grpc-addr")
+        given = [k for k, v in files.items() if v] + (["grpc_insecure"] if insecure else [])
+        if given:
+            out.error(where, f"{name}: {', '.join(given)} set without grpc_addr (the sidecar "
+                             "refuses to start)")
+        if container_port(sc.ctr, "grpc") is not None:
+            out.error(where, f"{name}: containerPort `grpc` but no grpc_addr")
+        return
+    addr = str(addr)
+    gport = port_of(addr)
+    host = addr.rsplit(":", 1)[0] if gport is not None else addr
+    if not gport:
+        out.error(where, f"{name}: grpc_addr `{addr}` must be IP:PORT with a fixed port")
+    if host in LOOPBACK_HOSTS:
+        out.error(where, f"{name}: grpc_addr `{addr}` is not reachable from other pods "
+                         "(use 0.0.0.0:PORT or the pod IP)")
+    cport = container_port(sc.ctr, "grpc")
+    if cport is None or cport != gport:
+        out.error(where, f"{name}: containerPort `grpc` ({cport}) differs from grpc_addr "
+                         f"`{addr}`")
+
+    # A Service that selects the sidecars and exposes the gRPC port.
+    exposing = []
+    for svc in objs:
+        spec = svc.get("spec") or {}
+        if svc.get("kind") != "Service" or not labels_match(spec.get("selector"), pod_labels):
+            continue
+        for port in spec.get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            if target == "grpc" or (gport is not None and str(target) == str(gport)):
+                exposing.append((svc, port))
+    if not exposing:
+        out.error(where, f"{name}: no Service selects the sidecars and exposes the gRPC port "
+                         f"{gport} (targetPort grpc): functions cannot reach it")
+
+    # Authentication (and TLS).
+    token, cert, key, client_ca = (files.get(k) for k in (
+        "grpc_token_file", "grpc_tls_cert", "grpc_tls_key", "grpc_tls_client_ca"))
+    tls = bool(cert and key)
+    if bool(cert) != bool(key):
+        out.error(where, f"{name}: grpc_tls_cert and grpc_tls_key go together")
+    if client_ca and not tls:
+        out.error(where, f"{name}: grpc_tls_client_ca (mutual TLS) needs grpc_tls_cert and "
+                         "grpc_tls_key")
+    authenticated = bool(token or client_ca)
+    if authenticated and insecure:
+        out.error(where, f"{name}: grpc_insecure together with a token or client CA (the "
+                         "sidecar refuses the contradiction)")
+    elif not authenticated and not insecure:
+        out.error(where, f"{name}: the gRPC front has no authentication: grpc_token_file (a "
+                         "bearer token from a Secret) or grpc_tls_client_ca (mutual TLS), or "
+                         "grpc_insecure if nothing else can reach the port")
+    elif insecure:
+        out.warn(where, f"{name}: grpc_insecure: whoever reaches the gRPC port can read and "
+                        "write every key")
+    for path in files.values():
+        if path:
+            check_secret_file(sc, str(path), by_kind_name, out, where)
+
+    for svc, port in exposing:
+        spec = svc.get("spec") or {}
+        if spec.get("publishNotReadyAddresses"):
+            out.error(where, f"{kn(svc)}: publishNotReadyAddresses would send gRPC calls to "
+                             "sidecars that are not ready")
+        outside = spec.get("type") in ("LoadBalancer", "NodePort") or spec.get("externalIPs")
+        if outside and insecure:
+            out.error(where, f"{kn(svc)}: takes an unauthenticated gRPC port (grpc_insecure) "
+                             f"outside the cluster ({spec.get('type') or 'externalIPs'})")
+        elif outside and not tls:
+            out.error(where, f"{kn(svc)}: takes the gRPC port outside the cluster "
+                             f"({spec.get('type') or 'externalIPs'}) without TLS: the bearer "
+                             "token would cross the network in clear text "
+                             "(add components/grpc-tls)")
+
+
 def check_secret_file(sc: Sidecar, path: str, by_kind_name: dict, out: Findings,
                       where: str) -> None:
     """`path` must be a key of a Secret mounted read-only, not world-readable."""
-    name = kn(sc.ds)
+    name = kn(sc.workload)
     dirname, basename = os.path.split(path)
     volumes = {v.get("name"): v for v in sc.spec.get("volumes") or []}
     for m in sc.ctr.get("volumeMounts") or []:
@@ -613,7 +811,7 @@ def check_secret_file(sc: Sidecar, path: str, by_kind_name: dict, out: Findings,
 
 def load_toml(sc: Sidecar, config_path: str, by_kind_name: dict, docs: ConfigDocs,
               out: Findings, where: str) -> None:
-    name = kn(sc.ds)
+    name = kn(sc.workload)
     dirname, basename = os.path.split(config_path)
     volumes = {v.get("name"): v for v in sc.spec.get("volumes") or []}
     text = None
@@ -666,15 +864,23 @@ def help_flags(binary: str) -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def peer_key_file(binary: str) -> str:
-    """A fresh peer key file (the real one is a mounted Secret)."""
-    proc = subprocess.run([binary, "--generate-peer-key"], capture_output=True, text=True,
-                          timeout=30)
-    key = proc.stdout if proc.returncode == 0 else "0" * 64 + "\n"
-    fd, path = tempfile.mkstemp(suffix=".key")
+def stand_in_file(binary: str, key: str) -> str:
+    """A stand-in for the secret file setting `key` names (the real one is a
+    mounted Secret): a fresh peer key, a token, or PEM-shaped text (the TLS
+    files are only read while the settings resolve; they are parsed later,
+    after the storage URL this check makes fail)."""
+    if key == "peer_key_file":
+        proc = subprocess.run([binary, "--generate-peer-key"], capture_output=True,
+                              text=True, timeout=30)
+        text = proc.stdout if proc.returncode == 0 else "0" * 64 + "\n"
+    elif key == "grpc_token_file":
+        text = "# stand-in token\n" + "stand-in-token-" + "0" * 32 + "\n"
+    else:
+        text = "-----BEGIN STAND-IN-----\nAAAA\n-----END STAND-IN-----\n"
+    fd, path = tempfile.mkstemp(suffix="." + key)
     atexit.register(os.unlink, path)
     with os.fdopen(fd, "w") as f:
-        f.write(key)
+        f.write(text)
     return path
 
 
@@ -693,7 +899,7 @@ def check_with_binary(binary: str, sidecars: list[Sidecar], docs: ConfigDocs,
     """
     flags = help_flags(binary)
     for sc in sidecars:
-        name = kn(sc.ds)
+        name = kn(sc.workload)
         for arg in sc.args:
             for flag in FLAG.findall(arg.split("=", 1)[0]):
                 if flag in flags:
@@ -721,17 +927,20 @@ def check_with_binary(binary: str, sidecars: list[Sidecar], docs: ConfigDocs,
                     pod_env[ename] = "aft"
                 else:
                     pod_env[ename] = "stand-in"
-        if "AFT_PEER_KEY_FILE" in pod_env:
-            pod_env["AFT_PEER_KEY_FILE"] = peer_key_file(binary)
+        for key in SECRET_FILE_KEYS:
+            if "AFT_" + key.upper() in pod_env:
+                pod_env["AFT_" + key.upper()] = stand_in_file(binary, key)
         env.update({k: v for k, v in pod_env.items()})
         with tempfile.TemporaryDirectory() as tmp:
             config = os.path.join(tmp, "config.toml")
             text = sc.toml_text
-            if sc.toml.get("peer_key_file"):
-                text = re.sub(r"(?m)^peer_key_file\s*=.*$",
-                              f'peer_key_file = "{peer_key_file(binary)}"', text)
+            for key in SECRET_FILE_KEYS:
+                if sc.toml.get(key):
+                    text = re.sub(rf"(?m)^{key}\s*=.*$",
+                                  f'{key} = "{stand_in_file(binary, key)}"', text)
             with open(config, "w") as f:
                 f.write(text)
+            secret_flags = {"--" + k.replace("_", "-"): k for k in SECRET_FILE_KEYS}
             argv = [binary]
             skip = False
             for arg in sc.args:
@@ -741,6 +950,10 @@ def check_with_binary(binary: str, sidecars: list[Sidecar], docs: ConfigDocs,
                 flag = arg.split("=", 1)[0]
                 if flag in ("--config", "--storage", "--metrics-addr"):
                     skip = "=" not in arg
+                    continue
+                if flag in secret_flags:
+                    skip = "=" not in arg
+                    argv.append(f"{flag}={stand_in_file(binary, secret_flags[flag])}")
                     continue
                 argv.append(expand(arg, pod_env))
             argv += ["--config", config, "--storage", "invalid-for-config-check://",
@@ -819,9 +1032,39 @@ def set_arg(ctr: dict, flag: str, value: str) -> None:
     args[:] = [a for a in args if a.split("=", 1)[0] != flag] + [f"{flag}={value}"]
 
 
-def replace_volume(objs: list[dict], name: str, volume: dict) -> None:
-    vols = find(objs, "DaemonSet", "aft-sidecar")["spec"]["template"]["spec"]["volumes"]
+def remove_arg(ctr: dict, flag: str) -> None:
+    ctr["args"] = [a for a in ctr.get("args") or [] if a.split("=", 1)[0] != flag]
+
+
+def remove_toml(objs: list[dict], key: str) -> None:
+    cm = next(o for o in objs if o.get("kind") == "ConfigMap"
+              and o["metadata"]["name"].startswith("aft-sidecar-config"))
+    cm["data"]["config.toml"] = re.sub(rf"(?m)^{key}\s*=.*$", "", cm["data"]["config.toml"])
+
+
+def replace_volume(objs: list[dict], name: str, volume: dict,
+                   workload: tuple[str, str] = ("DaemonSet", "aft-sidecar")) -> None:
+    vols = find(objs, *workload)["spec"]["template"]["spec"]["volumes"]
     vols[:] = [volume if v.get("name") == name else v for v in vols]
+
+
+GRPC_WORKLOAD = ("Deployment", "aft-sidecar-grpc")
+
+
+def grpc_pod(objs: list[dict]) -> dict:
+    return find(objs, *GRPC_WORKLOAD)["spec"]["template"]["spec"]
+
+
+def grpc_ctr(objs: list[dict]) -> dict:
+    return next(c for c in grpc_pod(objs)["containers"] if c["name"] == SIDECAR_CONTAINER)
+
+
+def grpc_svc(objs: list[dict]) -> dict:
+    return find(objs, "Service", "aft-sidecar-grpc")
+
+
+def grpc_volume(objs: list[dict], name: str) -> dict:
+    return next(v for v in grpc_pod(objs)["volumes"] if v["name"] == name)
 
 
 # (description, expected substring of an error, mutation)
@@ -896,8 +1139,85 @@ BINARY_BREAKAGES: list[tuple[str, str, Callable[[list[dict]], None]]] = [
 ]
 
 
+# Breakages of a Deployment-mode rendering (overlays/grpc): the gRPC front,
+# and the rules that differ from the DaemonSet's.
+GRPC_BREAKAGES: list[tuple[str, str, Callable[[list[dict]], None]]] = [
+    ("gRPC port missing from the Service", "exposes the gRPC port",
+     lambda o: grpc_svc(o)["spec"]["ports"][0].update(
+         {"name": "metrics", "port": 9464, "targetPort": "metrics"})),
+    ("no gRPC Service", "exposes the gRPC port",
+     lambda o: o.remove(grpc_svc(o))),
+    ("gRPC Service selects no pod", "selects no pod template",
+     lambda o: grpc_svc(o)["spec"]["selector"].__setitem__(
+         "app.kubernetes.io/component", "grcp")),
+    ("gRPC Service publishes not-ready pods", "not ready",
+     lambda o: grpc_svc(o)["spec"].__setitem__("publishNotReadyAddresses", True)),
+    ("no authentication", "no authentication",
+     lambda o: remove_toml(o, "grpc_token_file")),
+    ("insecure together with a token", "grpc_insecure together",
+     lambda o: grpc_ctr(o)["args"].append("--grpc-insecure")),
+    ("token file not from a Secret", "not a file of a mounted Secret",
+     lambda o: replace_toml(o, "grpc_token_file", '"/etc/aft/grpc.token"')),
+    ("token file not in the Secret", "has no key",
+     lambda o: replace_toml(o, "grpc_token_file", '"/etc/aft-grpc/token"')),
+    ("token Secret world-readable", "world-readable",
+     lambda o: grpc_volume(o, "grpc-token")["secret"].__setitem__("defaultMode", 0o444)),
+    ("TLS certificate without key", "go together",
+     lambda o: set_env(grpc_ctr(o), "AFT_GRPC_TLS_CERT", value="/etc/aft-grpc/grpc.token")),
+    ("LoadBalancer without TLS", "clear text",
+     lambda o: grpc_svc(o)["spec"].__setitem__("type", "LoadBalancer")),
+    ("gRPC container port differs from grpc_addr", "differs from grpc_addr",
+     lambda o: grpc_ctr(o)["ports"][0].__setitem__("containerPort", 50052)),
+    ("gRPC on loopback", "not reachable from other pods",
+     lambda o: set_arg(grpc_ctr(o), "--grpc-addr", "127.0.0.1:50051")),
+    ("no gRPC address", "serve nothing without grpc_addr",
+     lambda o: remove_arg(grpc_ctr(o), "--grpc-addr")),
+    ("node address from the host IP", "must come from status.podIP",
+     lambda o: set_env(grpc_ctr(o), "AFT_NODE_ADDRESS",
+                       valueFrom={"fieldRef": {"fieldPath": "status.hostIP"}})),
+    ("host network", "must not use the host network",
+     lambda o: grpc_pod(o).__setitem__("hostNetwork", True)),
+    ("one replica", "replicas must be at least 2",
+     lambda o: find(o, *GRPC_WORKLOAD)["spec"].__setitem__("replicas", 1)),
+    ("Recreate strategy", "Recreate",
+     lambda o: find(o, *GRPC_WORKLOAD)["spec"].__setitem__("strategy", {"type": "Recreate"})),
+    ("IPC hostPath", "is a hostPath",
+     lambda o: replace_volume(o, "ipc", {"name": "ipc", "hostPath": {
+         "path": "/var/run/aft/requests", "type": "DirectoryOrCreate"}}, GRPC_WORKLOAD)),
+    ("ipc_dir at an emptyDir's root", "world-writable",
+     lambda o: replace_toml(o, "ipc_dir", '"/run/aft"')),
+    ("ipc_dir on the read-only root filesystem", "read-only root filesystem",
+     lambda o: replace_toml(o, "ipc_dir", '"/var/run/aft-ipc"')),
+    ("peer layer off", "peer_mode is off",
+     lambda o: set_env(grpc_ctr(o), "AFT_PEER_MODE", value="off")),
+    ("no peer discovery", "no peer discovery",
+     lambda o: remove_arg(grpc_ctr(o), "--peer-discovery-dns")),
+    ("no headless Service", "no headless Service",
+     lambda o: o.remove(find(o, "Service", "aft-sidecar-peers"))),
+    ("no PodDisruptionBudget", "no PodDisruptionBudget",
+     lambda o: o.remove(find(o, "PodDisruptionBudget"))),
+    ("grace period shorter than the drain", "terminationGracePeriodSeconds",
+     lambda o: grpc_pod(o).__setitem__("terminationGracePeriodSeconds", 10)),
+    ("readiness on /health", "readinessProbe must be httpGet /ready",
+     lambda o: grpc_ctr(o)["readinessProbe"]["httpGet"].__setitem__("path", "/health")),
+    ("runs as root", "must run as non-root",
+     lambda o: grpc_ctr(o)["securityContext"].update({"runAsUser": 0})),
+]
+
+GRPC_BINARY_BREAKAGES: list[tuple[str, str, Callable[[list[dict]], None]]] = [
+    ("no authentication, as the binary sees it", "rejects this configuration",
+     lambda o: remove_toml(o, "grpc_token_file")),
+    ("gRPC address without a port, as the binary sees it", "rejects this configuration",
+     lambda o: set_arg(grpc_ctr(o), "--grpc-addr", "0.0.0.0")),
+    ("gRPC settings without an address, as the binary sees it", "rejects this configuration",
+     lambda o: remove_arg(grpc_ctr(o), "--grpc-addr")),
+]
+
+
 def self_test(path: str, args: argparse.Namespace, docs: ConfigDocs) -> int:
     good = load_bundle(path)
+    # The breakages that fit the bundle's shape: a DaemonSet or a Deployment.
+    grpc_shape = any(sc.kind == "Deployment" for sc in find_sidecars(good))
     # One Kubernetes version is enough to show each breakage is caught.
     versions = args.k8s_version[-1:]
     base = check_bundle(copy.deepcopy(good), path, args, docs, versions)
@@ -907,7 +1227,10 @@ def self_test(path: str, args: argparse.Namespace, docs: ConfigDocs) -> int:
             print(f"  {e}")
         return 1
     failed = 0
-    breakages = BREAKAGES + (BINARY_BREAKAGES if args.binary else [])
+    if grpc_shape:
+        breakages = GRPC_BREAKAGES + (GRPC_BINARY_BREAKAGES if args.binary else [])
+    else:
+        breakages = BREAKAGES + (BINARY_BREAKAGES if args.binary else [])
     for description, expected, mutate in breakages:
         objs = copy.deepcopy(good)
         mutate(objs)
@@ -919,8 +1242,9 @@ def self_test(path: str, args: argparse.Namespace, docs: ConfigDocs) -> int:
             failed += 1
             print(f"FAIL not caught: {description} (expected an error containing "
                   f"{expected!r}; got {found.errors or 'no errors'})")
-    print(f"self-test: {len(breakages) - failed} of {len(breakages)} deliberate breakages "
-          f"caught{'' if args.binary else ' (binary checks skipped: no --binary)'}")
+    shape = "Deployment (gRPC)" if grpc_shape else "DaemonSet"
+    print(f"self-test ({shape}): {len(breakages) - failed} of {len(breakages)} deliberate "
+          f"breakages caught{'' if args.binary else ' (binary checks skipped: no --binary)'}")
     return 1 if failed else 0
 
 

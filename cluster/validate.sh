@@ -6,8 +6,9 @@
 #     (kubernetes-validate, strict, Kubernetes 1.28 and 1.37) plus the
 #     project's rules, and, when a built aft-sidecar exists, that the binary
 #     accepts the config file and every flag in the args;
-#  3. proves the checks work: a broken manifest and a list of deliberate
-#     breakages of a good rendering must each be rejected;
+#  3. proves the checks work: a broken manifest and lists of deliberate
+#     breakages of good renderings (the DaemonSet with Redis, the gRPC
+#     Deployment) must each be rejected;
 #  4. lints cluster/Dockerfile with hadolint (and proves a bad one fails),
 #     and checks .dockerignore keeps what the build needs.
 # Installs its tools into the repository's .venv. Exits non-zero on any
@@ -52,6 +53,12 @@ cp -r cluster/k8s "$work/k8s"
 printf '# dummy key, for validation only\n%s\n' "$(printf '0%.0s' {1..64})" \
   > "$work/k8s/base/peer.key"
 echo 'password=0123456789abcdef-validation-only' > "$work/k8s/overlays/redis/redis-auth.env"
+printf '# dummy token, for validation only\n%s\n' 'validation-only-token-0123456789' \
+  > "$work/k8s/overlays/grpc/grpc.token"
+for f in tls.crt tls.key; do
+  printf -- '-----BEGIN DUMMY-----\nvalidation only\n-----END DUMMY-----\n' \
+    > "$work/k8s/components/grpc-tls/$f"
+done
 # Variants: the overlays with the optional components (in a kustomization
 # that sets the namespace, as the overlays do, so generated names resolve).
 variant() { # NAME OVERLAY COMPONENT
@@ -66,6 +73,7 @@ KEOF
 }
 variant redis-pod-network redis pod-network
 variant external-pod-network external pod-network
+variant grpc-tls grpc grpc-tls
 
 render() { # NAME DIR
   if ! "$KUBECTL" kustomize "$work/k8s/$2" > "$work/$1.yaml" 2> "$work/$1.err"; then
@@ -79,8 +87,10 @@ render base base || true
 render redis overlays/redis || true
 render external overlays/external || true
 render aws overlays/aws || true
+render grpc overlays/grpc || true
 render redis-pod-network variants/redis-pod-network || true
 render external-pod-network variants/external-pod-network || true
+render grpc-tls variants/grpc-tls || true
 
 # ---- 2. check --------------------------------------------------------------
 check=("$PY" cluster/check_manifests.py)
@@ -94,20 +104,25 @@ fi
 echo "== validate: schemas and rules"
 [ -f "$work/base.yaml" ] && { "${check[@]}" "$work/base.yaml" || fail=1; }
 overlays=()
-for name in redis external aws redis-pod-network external-pod-network; do
+for name in redis external aws grpc redis-pod-network external-pod-network grpc-tls; do
   [ -f "$work/$name.yaml" ] && overlays+=("$work/$name.yaml")
 done
 [ "${#overlays[@]}" -gt 0 ] && { "${check[@]}" --require-storage "${overlays[@]}" || fail=1; }
 
-# The external overlay's config.toml is a copy of the base one plus `storage`.
+# The overlays' config.toml files are copies of the base one plus `storage`
+# (and, for grpc, the gRPC settings and a pod-local IPC directory).
 "$PY" - <<'PYEOF'
 import tomllib
 base = tomllib.load(open("cluster/k8s/base/config.toml", "rb"))
-ext = tomllib.load(open("cluster/k8s/overlays/external/config.toml", "rb"))
-drift = sorted(k for k in base.keys() | ext.keys() if k != "storage" and base.get(k) != ext.get(k))
-if drift:
-    print(f"WARN  overlays/external/config.toml differs from base/config.toml in {drift}"
-          " (fine if intended; otherwise copy the change)")
+own = {"external": {"storage"}, "aws": {"storage"},
+       "grpc": {"storage", "ipc_dir", "client_ipc_dir", "grpc_token_file"}}
+for overlay, keys in own.items():
+    cfg = tomllib.load(open(f"cluster/k8s/overlays/{overlay}/config.toml", "rb"))
+    drift = sorted(k for k in base.keys() | cfg.keys()
+                   if k not in keys and base.get(k) != cfg.get(k))
+    if drift:
+        print(f"WARN  overlays/{overlay}/config.toml differs from base/config.toml in {drift}"
+              " (fine if intended; otherwise copy the change)")
 PYEOF
 
 # ---- 3. the checks catch breakage ------------------------------------------
@@ -118,9 +133,11 @@ if "${check[@]}" --quiet cluster/tests/broken-daemonset.yaml > "$work/broken.out
 else
   echo "ok    broken-daemonset.yaml rejected ($(grep -c '^ERROR' "$work/broken.out") errors)"
 fi
-if [ -f "$work/redis.yaml" ]; then
-  "${check[@]}" --quiet --require-storage --self-test "$work/redis.yaml" || fail=1
-fi
+for name in redis grpc; do
+  if [ -f "$work/$name.yaml" ]; then
+    "${check[@]}" --quiet --require-storage --self-test "$work/$name.yaml" || fail=1
+  fi
+done
 
 # ---- 4. Dockerfile ---------------------------------------------------------
 echo "== validate: Dockerfile"
