@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,21 @@ def ipc_dir() -> Iterator[str]:
 
 
 class Sidecar:
-    """A running ``aft-sidecar`` on its own IPC directory and file store."""
+    """A running ``aft-sidecar`` on its own IPC directory and file store.
 
-    def __init__(self, ipc_dir: str, node_address: str = "127.0.0.1") -> None:
+    ``extra_args`` are added to its command line; with ``--grpc-addr`` among them,
+    :meth:`start` also waits for the gRPC front and sets :attr:`grpc_addr`.
+    """
+
+    def __init__(
+        self, ipc_dir: str, node_address: str = "127.0.0.1", extra_args: Sequence[str] = ()
+    ) -> None:
         self.ipc_dir = ipc_dir
         self.node_address = node_address
+        self.extra_args = list(extra_args)
         self.log_path = os.path.join(ipc_dir, "sidecar.log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.grpc_addr: str | None = None
 
     @property
     def args(self) -> list[str]:
@@ -58,7 +67,12 @@ class Sidecar:
             "--metrics-addr",
             "127.0.0.1:0",
             *SIDECAR_EXTRA_ARGS,
+            *self.extra_args,
         ]
+
+    @property
+    def wants_grpc(self) -> bool:
+        return "--grpc-addr" in self.extra_args
 
     def start(self) -> Sidecar:
         if not os.access(SIDECAR_BIN, os.X_OK):
@@ -79,7 +93,14 @@ class Sidecar:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if all(os.path.exists(os.path.join(self.ipc_dir, n)) for n in ENDPOINTS):
-                return self
+                if not self.wants_grpc:
+                    return self
+                # Printed on stdout (into the log) once the port is bound: the port the
+                # sidecar chose for --grpc-addr 127.0.0.1:0.
+                found = _GRPC_LISTENING_RE.search(self.log())
+                if found:
+                    self.grpc_addr = found.group(1)
+                    return self
             if self.proc.poll() is not None:
                 pytest.fail(
                     f"aft-sidecar exited with {self.proc.returncode} at startup:\n{self.log()}"
@@ -107,6 +128,9 @@ class Sidecar:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+_GRPC_LISTENING_RE = re.compile(r"^grpc listening on (\S+)$", re.MULTILINE)
 
 
 def _start_or_clean_up(path: str) -> Sidecar:
@@ -148,3 +172,40 @@ _thread_ids = iter(range(1000, 1_000_000))
 def fresh_thread_id() -> int:
     """A thread id no other client in this test session uses."""
     return next(_thread_ids)
+
+
+# The bearer token of the gRPC sidecars the tests start (a comment line first, as the
+# sidecar's token files allow).
+GRPC_TOKEN = "test-token-0123456789abcdef"
+
+
+def write_token_file(directory: str, token: str = GRPC_TOKEN) -> str:
+    path = os.path.join(directory, "grpc.token")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"# bearer token of this test sidecar\n{token}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def grpc_sidecar() -> Iterator[Sidecar]:
+    """A real sidecar per test module serving IPC and a gRPC front with a bearer token.
+
+    ``grpc_sidecar.grpc_addr`` is its gRPC address; the token is :data:`GRPC_TOKEN`, in the
+    file ``<ipc_dir>/grpc.token``.
+    """
+    path = short_tmpdir("aft-gr-")
+    token_file = write_token_file(path)
+    try:
+        sc = Sidecar(
+            path, extra_args=["--grpc-addr", "127.0.0.1:0", "--grpc-token-file", token_file]
+        ).start()
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    yield sc
+    alive = sc.alive()
+    sc.stop()
+    log = sc.log()
+    shutil.rmtree(path, ignore_errors=True)
+    if not alive:
+        pytest.fail(f"aft-sidecar died during the tests:\n{log}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -533,3 +536,23 @@ def test_bad_arguments() -> None:
         c.get("k")
     with pytest.raises(ValueError):
         c.get("TRANSACTION_ID")
+
+
+def test_ipc_client_works_without_grpcio_and_grpc_asks_for_it() -> None:
+    """grpcio is an extra: importing and using the IPC client never needs it."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["grpc"] = None          # as if grpcio were not installed
+        import aft_client
+        from aft_client import Client
+        Client("/tmp", thread_id=0).close()
+        try:
+            Client(grpc="127.0.0.1:1")
+        except ImportError as exc:
+            assert "aft-client[grpc]" in str(exc), exc
+            print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr

@@ -111,3 +111,33 @@ def test_generated_messages_have_their_real_module() -> None:
     assert pickle.loads(pickle.dumps(tag)) == tag
     assert aft_pb2.DESCRIPTOR.package == "aft"
     assert anna_pb2.DESCRIPTOR.package == ""
+
+
+def test_grpc_service_has_afts_paths_and_messages() -> None:
+    """``service Aft`` without a package: the stub calls ``/Aft/<method>`` as AFT's does."""
+    pytest.importorskip("grpc", reason="the stub needs grpcio (the [grpc] extra)")
+    from aft_client._proto import aft_service_pb2, aft_service_pb2_grpc
+
+    service = aft_service_pb2.DESCRIPTOR.services_by_name["Aft"]
+    assert service.full_name == "Aft"
+    expected = {
+        "StartTransaction": ("google.protobuf.Empty", "aft.TransactionTag"),
+        "Write": ("aft.AftKeyRequest", "aft.AftKeyRequest"),
+        "Read": ("aft.AftKeyRequest", "aft.AftKeyRequest"),
+        "CommitTransaction": ("aft.TransactionTag", "aft.TransactionTag"),
+        "AbortTransaction": ("aft.TransactionTag", "aft.TransactionTag"),
+    }
+    assert {
+        m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods
+    } == expected
+
+    class RecordingChannel:
+        def __init__(self) -> None:
+            self.paths: list[str] = []
+
+        def unary_unary(self, path: str, **kwargs: object) -> None:
+            self.paths.append(path)
+
+    channel = RecordingChannel()
+    aft_service_pb2_grpc.AftStub(channel)
+    assert channel.paths == [f"/Aft/{name}" for name in expected]

@@ -23,6 +23,13 @@ A DAG run is one transaction across functions (and nodes)::
 
 Plain ``client.get(keys)`` / ``client.put(key, value)`` behave like Cloudburst's
 ``AnnaIpcClient``; :class:`AnnaIpcClient` mirrors its constructor and transaction methods.
+
+Functions with no sidecar on their node use a sidecar's gRPC front (AFT's ``service Aft``;
+needs the ``[grpc]`` extra) with the same transaction API::
+
+    client = Client(grpc="sidecar.internal:50051", grpc_token_file="/secrets/aft.token")
+    with client.transaction() as txn:
+        txn.put("balance", b"1")
 """
 
 from aft_client.client import (
@@ -37,12 +44,17 @@ from aft_client.compat import AnnaIpcClient
 from aft_client.errors import (
     AddressInUse,
     AftError,
+    AuthenticationFailed,
     CommitOutcomeUnknown,
+    GrpcCallFailed,
+    InvalidRequest,
     ProtocolError,
     RequestFailed,
     SidecarUnavailable,
     TransactionAborted,
+    TransactionNotFound,
     TransactionStateError,
+    UnsupportedOperation,
     ValueTooLarge,
 )
 from aft_client.lattice import LWWPairLattice, LWWValue, generate_timestamp
@@ -56,9 +68,12 @@ __all__ = [
     "AddressInUse",
     "AftError",
     "AnnaIpcClient",
+    "AuthenticationFailed",
     "Client",
     "CommitOutcomeUnknown",
+    "GrpcCallFailed",
     "HandoffToken",
+    "InvalidRequest",
     "LWWPairLattice",
     "LWWValue",
     "ProtocolError",
@@ -66,7 +81,9 @@ __all__ = [
     "SidecarUnavailable",
     "Transaction",
     "TransactionAborted",
+    "TransactionNotFound",
     "TransactionStateError",
+    "UnsupportedOperation",
     "ValueTooLarge",
     "generate_timestamp",
 ]

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import zmq
 
@@ -30,10 +30,14 @@ from aft_client.errors import (
     SidecarUnavailable,
     TransactionAborted,
     TransactionStateError,
+    UnsupportedOperation,
     ValueTooLarge,
     describe,
 )
 from aft_client.lattice import LWWValue, to_lww
+
+if TYPE_CHECKING:
+    from aft_client._grpc import GrpcTransport, PathOrPem
 
 log = logging.getLogger("aft_client")
 
@@ -169,14 +173,17 @@ class Transaction:
         if not keys:
             return {}
         try:
-            values = self._client._get(keys, self._tid)
+            return self._client._read(keys, self._tid)
         except TransactionAborted as exc:
             self._mark_aborted(exc.reason)
             raise
-        return {k: (v.value if v is not None else None) for k, v in values.items()}
 
     def get_value(self, key: str) -> LWWValue | None:
-        """Like :meth:`get` but returns the stored :class:`LWWValue` (with its timestamp)."""
+        """Like :meth:`get` but returns the stored :class:`LWWValue` (with its timestamp).
+
+        IPC only: over gRPC values carry no timestamp
+        (:class:`~aft_client.UnsupportedOperation`).
+        """
         keys = _check_keys([key])
         self._check_running()
         try:
@@ -208,8 +215,13 @@ class Transaction:
         May be called several times (one token per downstream function of a DAG).
         """
         self._check_running()
-        address = self._address or self._client.node_address
-        self._participants.add(address)
+        if self._client.transport == "grpc":
+            # The id names the node that holds the transaction; addresses are informative.
+            address = self._address or self._client._node_address or ""
+        else:
+            address = self._address or self._client.node_address
+        if address:
+            self._participants.add(address)
         self._handed_off = True
         return HandoffToken(self._tid, address, tuple(self._participants))
 
@@ -220,12 +232,15 @@ class Transaction:
         commit point; commit again later to learn the outcome).
 
         ``addresses``: the other nodes the DAG ran on. By default, the participants
-        gathered from hand-off tokens, without this node.
+        gathered from hand-off tokens, without this node. Not used over gRPC (the node
+        that holds a gRPC transaction commits it alone).
         """
         if self._status == COMMITTED:
             return
         self._check_running()
-        if addresses is None:
+        if self._client.transport == "grpc":
+            others: list[str] = []
+        elif addresses is None:
             own = self._address or (self._client.node_address if self._participants else "")
             others = sorted(p for p in self._participants if p != own)
         else:
@@ -285,7 +300,8 @@ class Transaction:
 
 
 class Client:
-    """A connection to the node's ``aft-sidecar`` over ZeroMQ IPC.
+    """A connection to an ``aft-sidecar``: the node's, over ZeroMQ IPC (the default), or
+    any sidecar's gRPC front (``grpc="host:port"``).
 
     Args:
         ipc_dir: directory holding the sidecar's sockets (``/requests`` in Cloudburst's
@@ -307,6 +323,24 @@ class Client:
         max_value_size: if set, puts of larger values raise
             :class:`~aft_client.ValueTooLarge` without contacting the sidecar. The sidecar
             enforces its own cap (16 MiB by default) either way.
+        grpc: ``"host:port"`` of a sidecar's gRPC front (its ``--grpc-addr``): talk to it
+            over gRPC (AFT's ``service Aft``) instead of IPC; needs ``grpcio`` (the
+            ``[grpc]`` extra). ``ipc_dir``, ``thread_id`` and ``context`` are then unused.
+            :meth:`transaction`, :meth:`resume` and the whole :class:`Transaction` API work
+            the same; plain :meth:`get`/:meth:`put` and :meth:`Transaction.get_value` are
+            IPC only (:class:`~aft_client.UnsupportedOperation`).
+        grpc_token: the bearer token of the sidecar's ``--grpc-token-file``, sent as
+            ``authorization: Bearer <token>`` with every call.
+        grpc_token_file: read the token from such a file instead (its first line that is
+            neither blank nor a ``#`` comment).
+        grpc_tls: use TLS (implied by any ``grpc_tls_*``); without ``grpc_tls_ca`` the
+            server certificate is checked against the system's roots.
+        grpc_tls_ca: CA certificate(s) the server's certificate must chain to (a PEM file
+            path, or PEM bytes).
+        grpc_tls_cert, grpc_tls_key: this client's certificate chain and private key for
+            mutual TLS (paths or PEM bytes; both or neither).
+        grpc_options: extra gRPC channel options, ``[(name, value), ...]`` (e.g.
+            ``("grpc.ssl_target_name_override", "sidecar.internal")``).
 
     The plain :meth:`get` and :meth:`put` match Cloudburst's ``AnnaIpcClient`` (see also
     :class:`~aft_client.AnnaIpcClient` for its constructor and transaction methods).
@@ -322,6 +356,14 @@ class Client:
         node_address: str | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         max_value_size: int | None = None,
+        grpc: str | None = None,
+        grpc_token: str | None = None,
+        grpc_token_file: str | os.PathLike[str] | None = None,
+        grpc_tls: bool = False,
+        grpc_tls_ca: PathOrPem | None = None,
+        grpc_tls_cert: PathOrPem | None = None,
+        grpc_tls_key: PathOrPem | None = None,
+        grpc_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         if isinstance(thread_id, bool) or not (
             thread_id is None
@@ -343,7 +385,31 @@ class Client:
         self._given_context = context
         self._lock = threading.Lock()
         self._closed = False
+        self.grpc_target = grpc
+        self._grpc: GrpcTransport | None = None
+        if grpc is not None:
+            self._grpc = _grpc_transport(
+                grpc,
+                timeout=self.timeout,
+                txn_timeout=self.txn_timeout,
+                token=grpc_token,
+                token_file=grpc_token_file,
+                tls=grpc_tls,
+                tls_ca=grpc_tls_ca,
+                tls_cert=grpc_tls_cert,
+                tls_key=grpc_tls_key,
+                options=grpc_options,
+            )
+        else:
+            grpc_files = (grpc_token, grpc_token_file, grpc_tls_ca, grpc_tls_cert, grpc_tls_key)
+            if grpc_tls or grpc_options or any(v is not None for v in grpc_files):
+                raise ValueError("grpc_* options need grpc='host:port'")
         self._setup_process_state()
+
+    @property
+    def transport(self) -> str:
+        """``"ipc"`` or ``"grpc"``: how this client reaches its sidecar."""
+        return "ipc" if self._grpc is None else "grpc"
 
     # process / thread plumbing -----------------------------------------------------------
     def _setup_process_state(self, forked: bool = False) -> None:
@@ -366,6 +432,8 @@ class Client:
     def _sockets(self) -> SocketSet:
         if self._closed:
             raise AftError("the client is closed")
+        if self._grpc is not None:
+            raise UnsupportedOperation("a gRPC client has no IPC sockets")
         if os.getpid() != self._pid:
             # Forked: the parent's sockets and context are unusable here. Start afresh
             # (pyzmq makes closing the inherited ones a no-op in the child).
@@ -410,6 +478,8 @@ class Client:
                 return
             self._closed = True
             sets = list(self._sets)
+        if self._grpc is not None:
+            self._grpc.close()
         if os.getpid() != self._pid:
             return
         for sockets in sets:
@@ -441,7 +511,30 @@ class Client:
         return time.monotonic() + timeout
 
     # plain & transactional data ------------------------------------------------------------
+    def _read(self, keys: Sequence[str], tid: str) -> dict[str, bytes | None]:
+        """A transaction's read: ``key -> bytes or None``."""
+        if self._grpc is not None:
+            self._check_open()
+            return self._grpc.read(tid, keys)
+        values = self._get(keys, tid)
+        return {k: (v.value if v is not None else None) for k, v in values.items()}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AftError("the client is closed")
+
+    def _check_sizes(self, items: Sequence[tuple[str, LWWValue]]) -> None:
+        if self.max_value_size is not None:
+            big = {k: len(v.value) for k, v in items if len(v.value) > self.max_value_size}
+            if big:
+                raise ValueTooLarge("put", {k: "TOO_LARGE" for k in big}, big, self.max_value_size)
+
     def _get(self, keys: Sequence[str], tid: str | None) -> dict[str, LWWValue | None]:
+        if self._grpc is not None:
+            raise UnsupportedOperation(
+                "over gRPC, values carry no LWW timestamp and there are no reads outside a "
+                "transaction: use txn.get / txn.get_many"
+            )
         sockets = self._sockets()
         request_id = sockets.next_request_id()
         body = _wire.get_request(keys, sockets.reply_address("get"), request_id, tid)
@@ -463,10 +556,11 @@ class Client:
         self, items: Sequence[tuple[str, LWWValue]], tid: str | None
     ) -> dict[str, _wire.PutAck]:
         """Send one put; return every key's ack (``code`` 0 = stored)."""
-        if self.max_value_size is not None:
-            big = {k: len(v.value) for k, v in items if len(v.value) > self.max_value_size}
-            if big:
-                raise ValueTooLarge("put", {k: "TOO_LARGE" for k in big}, big, self.max_value_size)
+        if self._grpc is not None:
+            raise UnsupportedOperation(
+                "over gRPC there are no writes outside a transaction: use txn.put / txn.put_many"
+            )
+        self._check_sizes(items)
         sockets = self._sockets()
         request_id = sockets.next_request_id()
         body = _wire.put_request(items, sockets.reply_address("put"), request_id, tid)
@@ -506,6 +600,12 @@ class Client:
 
     def _put_checked(self, items: Sequence[tuple[str, LWWValue]], tid: str | None) -> None:
         """Put; raise on any key the sidecar did not store."""
+        if self._grpc is not None and tid is not None:
+            self._check_open()
+            self._check_sizes(items)
+            # The sidecar stamps gRPC writes with its own clock.
+            self._grpc.write(tid, [(k, v.value) for k, v in items])
+            return
         failed = {k: a for k, a in self._put(items, tid).items() if a.code != anna_pb2.NO_ERROR}
         if failed:
             self._raise_put_failure(items, failed, tid)
@@ -546,6 +646,13 @@ class Client:
 
     # transactions -----------------------------------------------------------------------
     def _start(self) -> aft_pb2.TransactionTag:
+        if self._grpc is not None:
+            self._check_open()
+            tag = self._grpc.start()
+            if tag.address and self._node_address is None:
+                with self._lock:
+                    self._node_address = tag.address
+            return tag
         sockets = self._sockets()
         deadline = self._deadline(self.timeout)
         sockets.send("start", _wire.start_request(sockets.reply_address("start")), deadline)
@@ -572,6 +679,10 @@ class Client:
         return self._exchange_kv(name, body, parse, self._deadline(self.txn_timeout))
 
     def _commit(self, tid: str, addresses: Sequence[str]) -> None:
+        if self._grpc is not None:
+            self._check_open()
+            self._grpc.commit(tid)
+            return
         sockets = self._sockets()
         body = _wire.commit_request(tid, sockets.reply_address("commit"), addresses)
         tag = self._tag_exchange("commit", tid, body)
@@ -581,6 +692,10 @@ class Client:
             raise TransactionAborted(tid, f"commit answered {_wire.status_name(tag.status)}")
 
     def _abort(self, tid: str) -> None:
+        if self._grpc is not None:
+            self._check_open()
+            self._grpc.abort(tid)
+            return
         sockets = self._sockets()
         body = _wire.abort_request(tid, sockets.reply_address("abort"))
         tag = self._tag_exchange("abort", tid, body)
@@ -628,7 +743,9 @@ class Client:
 
         Pass one token per upstream function (several for a fan-in); all must name the same
         transaction. A ``continue`` is sent for each distinct upstream address, also when
-        it is this node's own (the sidecar handles that case).
+        it is this node's own (the sidecar handles that case). Over gRPC nothing is sent:
+        the id names the node that holds the transaction, and any sidecar forwards its
+        calls there.
         """
         tokens = [_as_token(t) for t in (token, *more)]
         tid = tokens[0].tid
@@ -642,9 +759,11 @@ class Client:
         for t in tokens:
             participants.update(t.participants)
             participants.add(t.address)
-            if t.address not in sent:
+            if self._grpc is None and t.address not in sent:
                 sent.add(t.address)
                 self._continue(tid, t.address)
+        if self._grpc is not None:
+            self._check_open()
         return Transaction(self, tid, participants=participants)
 
     def get(
@@ -659,6 +778,7 @@ class Client:
         a read in a failed or unknown transaction raises
         :class:`~aft_client.TransactionAborted` (with the sidecar's reason), and any other
         error the sidecar reports for a key raises :class:`~aft_client.RequestFailed`.
+        IPC only (:class:`~aft_client.UnsupportedOperation` over gRPC).
         """
         key_list = _check_keys([keys] if isinstance(keys, str) else keys)
         if not key_list:
@@ -685,7 +805,8 @@ class Client:
         (stamped now). With ``txn_id`` the write belongs to that transaction and a
         rejection raises :class:`~aft_client.TransactionAborted`. A value over the size
         cap raises :class:`~aft_client.ValueTooLarge`; a timeout raises
-        :class:`~aft_client.SidecarUnavailable`.
+        :class:`~aft_client.SidecarUnavailable`. IPC only
+        (:class:`~aft_client.UnsupportedOperation` over gRPC).
         """
         if isinstance(key, str):
             items = [(key, to_lww(value))]
@@ -718,6 +839,26 @@ class Client:
         if isinstance(key, str):
             return key not in failed
         return {k: k not in failed for k, _ in items}
+
+
+def _grpc_transport(
+    target: str,
+    *,
+    token: str | None,
+    token_file: str | os.PathLike[str] | None,
+    **kwargs: Any,
+) -> GrpcTransport:
+    try:
+        from aft_client import _grpc
+    except ImportError as exc:
+        raise ImportError(
+            f"Client(grpc=...) needs grpcio: pip install 'aft-client[grpc]' ({exc})"
+        ) from exc
+    if token is not None and token_file is not None:
+        raise ValueError("give grpc_token or grpc_token_file, not both")
+    if token_file is not None:
+        token = _grpc.read_token_file(token_file)
+    return _grpc.GrpcTransport(target, token=token, **kwargs)
 
 
 def _names_a_limit(ack: _wire.PutAck) -> bool:

@@ -41,6 +41,24 @@ class TransactionAborted(AftError):
         super().__init__(message)
 
 
+class TransactionNotFound(TransactionAborted):
+    """The sidecar does not know the transaction id (gRPC ``NOT_FOUND``).
+
+    Never started, already forgotten, or lost when its node restarted; the sidecar
+    records it as failed, so it can never commit. A subclass of
+    :class:`TransactionAborted`: ``except TransactionAborted`` covers it. Only the gRPC
+    transport can tell this case apart (the IPC protocol answers it like a failed
+    transaction).
+    """
+
+    def __init__(self, tid: str, reason: str | None = None) -> None:
+        super().__init__(tid, reason)
+        message = f"transaction {tid} is not known to the sidecar"
+        if reason:
+            message += f": {reason}"
+        self.args = (message,)
+
+
 class CommitOutcomeUnknown(AftError):
     """The sidecar could not tell whether the commit took effect: storage failed at the
     commit point. The sidecar settles it (committed if the commit record landed,
@@ -121,4 +139,42 @@ class AddressInUse(AftError):
     """A reply address this client wants to bind is held by another live process.
 
     Each process talking to one sidecar needs its own ``thread_id`` (see ``Client``).
+    """
+
+
+class UnsupportedOperation(AftError, NotImplementedError):
+    """The call has no equivalent on this client's transport.
+
+    The gRPC transport (``Client(grpc=...)``) speaks AFT's ``service Aft``, which has
+    transactional reads and writes of bare bytes only: no plain ``get``/``put`` outside a
+    transaction and no LWW timestamps (``get_value``).
+    """
+
+
+class GrpcCallFailed(AftError):
+    """A gRPC call failed with a status code no more specific exception describes.
+
+    ``operation`` is the call (``"start"``, ``"read"``, ``"write"``, ``"commit"``,
+    ``"abort"``); ``code`` the status code's name (e.g. ``"INTERNAL"``, or
+    ``"UNIMPLEMENTED"`` when the address serves no ``service Aft``); ``details`` the
+    status message.
+    """
+
+    def __init__(self, operation: str, code: str, details: str) -> None:
+        self.operation = operation
+        self.code = code
+        self.details = details
+        super().__init__(f"gRPC {operation} failed: {code}: {details}")
+
+
+class AuthenticationFailed(GrpcCallFailed):
+    """The sidecar refused the caller's credentials (gRPC ``UNAUTHENTICATED`` or
+    ``PERMISSION_DENIED``): no bearer token, or not the one of its ``--grpc-token-file``.
+    """
+
+
+class InvalidRequest(GrpcCallFailed, ValueError):
+    """The sidecar refused the request's input (gRPC ``INVALID_ARGUMENT``): e.g. a
+    transaction id it never handed out, an empty key, too many keys in one call.
+    Oversized values raise :class:`ValueTooLarge` instead.
     """

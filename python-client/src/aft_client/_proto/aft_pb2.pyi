@@ -118,3 +118,18 @@ class AftResponse(_message.Message):
     pointer: str
     data: bytes
     def __init__(self, key: _Optional[str] = ..., found: _Optional[bool] = ..., pointer: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class AftKeyRequest(_message.Message):
+    __slots__ = ("tid", "pairs")
+    class KeyPair(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    TID_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    tid: str
+    pairs: _containers.RepeatedCompositeFieldContainer[AftKeyRequest.KeyPair]
+    def __init__(self, tid: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[AftKeyRequest.KeyPair, _Mapping]]] = ...) -> None: ...
