@@ -261,6 +261,40 @@ fn calls_of_one_transaction_alternating_between_two_nodes_reach_the_node_that_ho
 }
 
 #[test]
+fn a_transaction_whose_node_dies_answers_unavailable_elsewhere_and_never_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = grpc_cluster(dir.path());
+    let mut a = client(&cluster.nodes[0].sidecar);
+    let mut b = client(&cluster.nodes[1].sidecar);
+    let t = a.start().unwrap().id;
+    b.write(&t, &[("lost", value(&t, "lost"))]).unwrap();
+    // The node holding the transaction crashes mid-transaction.
+    cluster.nodes[0].sidecar.kill();
+    let failed = b.commit(&t).expect_err("the holder is gone");
+    assert!(
+        matches!(failed.code(), Code::Unavailable | Code::DeadlineExceeded),
+        "{failed:?}"
+    );
+    // The other node keeps serving its own transactions, and nothing of the
+    // lost one is visible.
+    let u = b.start().unwrap().id;
+    assert!(b.read(&u, &["lost"]).unwrap()[0].is_empty());
+    b.write(&u, &[("kept", value(&u, "kept"))]).unwrap();
+    assert_eq!(b.commit(&u).unwrap(), TransactionStatus::Committed);
+    // Restarted, the holder has forgotten the transaction: it cannot commit.
+    cluster.nodes[0].sidecar.spawn().unwrap();
+    let mut a = client(&cluster.nodes[0].sidecar);
+    let answer = a.commit(&t);
+    assert!(
+        matches!(&answer, Err(s) if s.code() == Code::NotFound)
+            || matches!(answer, Ok(TransactionStatus::Aborted)),
+        "{answer:?}"
+    );
+    let r = a.start().unwrap().id;
+    assert!(a.read(&r, &["lost"]).unwrap()[0].is_empty());
+}
+
+#[test]
 fn grpc_transactions_and_ipc_dags_on_one_cluster_are_read_atomic_together() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Arc::new(grpc_cluster(dir.path()));
