@@ -445,3 +445,88 @@ fn mutual_tls_admits_only_clients_with_a_certificate_of_the_configured_ca() {
         .and_then(|mut c| c.start().map_err(|s| s.to_string()));
     assert!(plain.is_err(), "a plaintext client was served");
 }
+
+/// One transaction through a client generated from AFT's interface in the
+/// shape of AFT's own file (no package, AFT's message types): the calls
+/// alternate between `addrs`; returns the id and the commit's status.
+async fn compat_transaction(
+    addrs: &[std::net::SocketAddr],
+    key: &str,
+) -> (String, aft_testkit::compat::TransactionStatus) {
+    use aft_testkit::compat::aft_client::AftClient;
+    use aft_testkit::compat::aft_key_request::KeyPair;
+    use aft_testkit::compat::{AftKeyRequest, TransactionTag};
+    let mut clients = Vec::new();
+    for addr in addrs {
+        clients.push(AftClient::connect(format!("http://{addr}")).await.unwrap());
+    }
+    fn authed<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        request
+    }
+    let n = clients.len();
+    let tag = clients[0]
+        .start_transaction(authed(()))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = tag.id.clone();
+    let pair = |value: Vec<u8>| KeyPair {
+        key: key.to_string(),
+        value,
+    };
+    clients[1 % n]
+        .write(authed(AftKeyRequest {
+            tid: id.clone(),
+            pairs: vec![pair(value(&id, key))],
+        }))
+        .await
+        .unwrap();
+    let read = clients[0]
+        .read(authed(AftKeyRequest {
+            tid: id.clone(),
+            pairs: vec![pair(Vec::new())],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        writer_of(&read.pairs[0].value).as_deref(),
+        Some(id.as_str())
+    );
+    let done = clients[1 % n]
+        .commit_transaction(authed(TransactionTag {
+            id: id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    (id, done.status())
+}
+
+#[test]
+fn a_client_generated_from_afts_own_interface_runs_transactions_on_one_and_two_nodes() {
+    use aft_testkit::compat::TransactionStatus as Compat;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let one = node(&[]);
+    let addr = one.sidecar.grpc_addr().unwrap();
+    let (_, status) = runtime.block_on(compat_transaction(&[addr], "compat1"));
+    assert_eq!(status, Compat::Committed);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = grpc_cluster(dir.path());
+    let addrs: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.sidecar.grpc_addr().unwrap())
+        .collect();
+    let (id, status) = runtime.block_on(compat_transaction(&addrs, "compat2"));
+    assert_eq!(status, Compat::Committed);
+    let outside = cluster.outside_reader();
+    assert!(aft_testkit::eventually(Duration::from_secs(3), || {
+        outside.plain_writer("compat2").as_deref() == Some(id.as_str())
+    }));
+}

@@ -12,6 +12,7 @@
 //! - [`cluster`]: several sidecars on 127.0.0.x sharing one store.
 //! - [`tagged`]: LWW values that name their writer, and reading the writer back.
 //! - [`dag`]: a DAG run through `IpcClient` and recorded for the history checker.
+//! - [`compat`]: a gRPC client generated from AFT's interface in the shape of AFT's own file.
 //! - [`grpc`]: a blocking client of the gRPC front (AFT's `service Aft`).
 //! - [`outside`]: a reader of the plain keys, as Cloudburst's user client reads.
 //! - [`faulty`]: a storage wrapper that fails on demand.
@@ -23,6 +24,7 @@
 
 pub mod aws;
 pub mod cluster;
+pub mod compat;
 pub mod conformance;
 pub mod dag;
 pub mod faulty;
