@@ -281,16 +281,7 @@ impl Worker {
     ) -> Result<(), String> {
         let params = Arc::clone(&self.params);
         // Choose every key first (the rng is not borrowed while clients are).
-        let mut plan: Vec<(Vec<String>, Vec<String>)> = Vec::with_capacity(params.functions);
-        for _ in 0..params.functions {
-            let reads = (0..params.reads_per_function)
-                .map(|_| self.key(prefix))
-                .collect();
-            let writes = (0..params.writes_per_function)
-                .map(|_| self.key(prefix))
-                .collect();
-            plan.push((reads, writes));
-        }
+        let plan = self.dag_keys(prefix);
         let Conn::Ipc { clients, addresses } = &self.conn else {
             return Err("the DAG workload needs an IPC connection".into());
         };
@@ -444,20 +435,28 @@ impl Worker {
         }
     }
 
+    /// The keys of one DAG: for each function, the keys it reads and the
+    /// keys it writes, drawn from key space `prefix`.
+    fn dag_keys(&mut self, prefix: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        let params = Arc::clone(&self.params);
+        (0..params.functions)
+            .map(|_| {
+                let reads = (0..params.reads_per_function)
+                    .map(|_| self.key(prefix))
+                    .collect();
+                let writes = (0..params.writes_per_function)
+                    .map(|_| self.key(prefix))
+                    .collect();
+                (reads, writes)
+            })
+            .collect()
+    }
+
     /// The DAG's functions, one after another, as calls of one gRPC
     /// transaction (a platform without a sidecar on the function's node).
     fn grpc_dag(&mut self, prefix: &str, rec: &mut Recorder) -> Result<(), String> {
         let params = Arc::clone(&self.params);
-        let mut keys: Vec<(Vec<String>, Vec<String>)> = Vec::with_capacity(params.functions);
-        for _ in 0..params.functions {
-            let reads = (0..params.reads_per_function)
-                .map(|_| self.key(prefix))
-                .collect();
-            let writes = (0..params.writes_per_function)
-                .map(|_| self.key(prefix))
-                .collect();
-            keys.push((reads, writes));
-        }
+        let keys = self.dag_keys(prefix);
         let Conn::Grpc(client) = &mut self.conn else {
             return Err("the gRPC DAG needs a gRPC connection".into());
         };
