@@ -350,7 +350,17 @@ impl Settings {
             dead_after_ms: cli.peer_dead_after_ms.or(file.peer_dead_after_ms),
             key_file: cli.peer_key_file.or(file.peer_key_file),
         }
-        .resolve(&node_address, storage_timeout, peer_defaults)?;
+        .resolve(&node_address, storage_timeout, peer_defaults)?
+        .map(|mut peer| {
+            // A forwarded gRPC commit may take until the holder decides it.
+            peer.client_commit_timeout = millis(
+                cli.decision_timeout_ms,
+                file.decision_timeout_ms,
+                engine_defaults.decision_timeout,
+            ) + storage_timeout * 2
+                + peer.request_timeout;
+            peer
+        });
 
         let grpc = GrpcChoice {
             addr: cli.grpc_addr.or(file.grpc_addr),
@@ -360,7 +370,7 @@ impl Settings {
             client_ca: cli.grpc_tls_client_ca.or(file.grpc_tls_client_ca),
             insecure: cli.grpc_insecure || file.grpc_insecure.unwrap_or(false),
         }
-        .resolve(max_value_bytes)?;
+        .resolve(max_value_bytes, &node_address)?;
         let engine = EngineConfig {
             node_address: node_address.clone(),
             max_value_bytes,
@@ -593,7 +603,11 @@ impl GrpcChoice {
     /// The gRPC front's configuration, or `None` when no address is given.
     /// Refuses settings without an address, half a TLS identity, and an
     /// address with no authentication unless `--grpc-insecure` asks for it.
-    fn resolve(self, max_value_bytes: usize) -> anyhow::Result<Option<GrpcConfig>> {
+    fn resolve(
+        self,
+        max_value_bytes: usize,
+        node_address: &str,
+    ) -> anyhow::Result<Option<GrpcConfig>> {
         let given: Vec<&str> = [
             ("--grpc-token-file", self.token_file.is_some()),
             ("--grpc-tls-cert", self.cert.is_some()),
@@ -617,6 +631,12 @@ impl GrpcChoice {
         let addr: std::net::SocketAddr = addr
             .parse()
             .with_context(|| format!("invalid --grpc-addr `{addr}` (expected IP:PORT)"))?;
+        if !aft::grpc::tid::RoutedTid::valid_node(node_address) {
+            anyhow::bail!(
+                "--node-address `{node_address}` cannot be named in a gRPC transaction id \
+                 (letters, digits, `.`, `:`, `-`, `[`, `]`; at most 253 characters)"
+            );
+        }
         let read = |path: &Path, what: &str| {
             std::fs::read(path)
                 .with_context(|| format!("cannot read the gRPC {what} `{}`", path.display()))
@@ -657,7 +677,8 @@ impl GrpcChoice {
             addr,
             token,
             tls,
-            max_message_bytes: IpcConfig::request_bytes_for(max_value_bytes),
+            // Below the peer frame limit, so a forwarded write always fits.
+            max_message_bytes: IpcConfig::request_bytes_for(max_value_bytes).min(48 << 20),
             max_keys: 10_000,
         }))
     }

@@ -129,7 +129,12 @@ impl GrpcServer {
             server,
             BearerToken::new(config.token.as_deref(), metrics),
         );
-        let router = builder.add_service(service);
+        // One connection cannot hold more calls in flight than this (the
+        // others wait), so a single client cannot take every worker.
+        let router = builder
+            .concurrency_limit_per_connection(256)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(service);
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
         let task = runtime.spawn(async move {
@@ -161,7 +166,9 @@ impl GrpcServer {
     /// Stops accepting calls and lets those in flight finish for up to `grace`.
     pub async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
+        let abort = self.task.abort_handle();
         if tokio::time::timeout(grace, self.task).await.is_err() {
+            abort.abort();
             warn!("gRPC calls still in flight after the grace period were dropped");
         }
     }

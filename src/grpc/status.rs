@@ -14,13 +14,17 @@ pub fn status_of(id: &str, error: &TxnError) -> Status {
         TxnError::Ended { .. } | TxnError::Committing { .. } => Code::FailedPrecondition,
         TxnError::Failed { .. } | TxnError::NoConsistentVersion { .. } => Code::Aborted,
         TxnError::ValueTooLarge { .. } => Code::InvalidArgument,
-        TxnError::WriteSetTooLarge { .. } | TxnError::TooManyTransactions { .. } => {
-            Code::ResourceExhausted
-        }
+        TxnError::WriteSetTooLarge { .. }
+        | TxnError::TooManyTransactions { .. }
+        | TxnError::ReplyTooLarge { .. } => Code::ResourceExhausted,
         TxnError::Storage { .. } => Code::Unavailable,
         TxnError::CorruptRecord { .. } => Code::DataLoss,
         TxnError::Peer { failure, .. } => match failure {
-            PeerFailure::UnknownTransaction => Code::NotFound,
+            PeerFailure::UnknownTransaction | PeerFailure::NotMember => Code::NotFound,
+            PeerFailure::Ended(_) => Code::FailedPrecondition,
+            PeerFailure::Invalid(_) => Code::InvalidArgument,
+            PeerFailure::Exhausted(_) => Code::ResourceExhausted,
+            PeerFailure::Failed(_) => Code::Aborted,
             PeerFailure::Timeout(_) => Code::DeadlineExceeded,
             PeerFailure::VotedNo(_) | PeerFailure::ValueGone(_) => Code::Aborted,
             PeerFailure::Off

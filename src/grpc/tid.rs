@@ -22,15 +22,20 @@ impl RoutedTid {
         format!("{tid}@{node}")
     }
 
-    /// Splits a client's id; `None` if it is not one this front handed out.
-    pub fn parse(id: &str) -> Option<RoutedTid> {
-        let (tid, node) = id.split_once('@')?;
-        let node_ok = !node.is_empty()
+    /// Whether `node` can be named in an id (a node address: letters,
+    /// digits, `.:-[]`, at most 253 characters).
+    pub fn valid_node(node: &str) -> bool {
+        !node.is_empty()
             && node.len() <= 253
             && node
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c));
-        (valid_tid(tid) && node_ok).then(|| RoutedTid {
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+    }
+
+    /// Splits a client's id; `None` if it is not one this front handed out.
+    pub fn parse(id: &str) -> Option<RoutedTid> {
+        let (tid, node) = id.split_once('@')?;
+        (valid_tid(tid) && Self::valid_node(node)).then(|| RoutedTid {
             tid: tid.to_string(),
             node: node.to_string(),
         })

@@ -31,6 +31,8 @@ pub struct PeerClient {
     pub timeout: Duration,
     /// Timeout of a prepare (the peer writes to storage).
     pub prepare_timeout: Duration,
+    /// Timeout of a client's forwarded commit.
+    pub client_commit_timeout: Duration,
 }
 
 fn peer_error(tid: &str, peer: &str, e: PeerError) -> TxnError {
@@ -41,6 +43,26 @@ fn peer_error(tid: &str, peer: &str, e: PeerError) -> TxnError {
             code: ErrorCode::UnknownTransaction,
             ..
         } => PeerFailure::UnknownTransaction,
+        PeerError::Remote {
+            code: ErrorCode::TransactionEnded,
+            message,
+            ..
+        } => PeerFailure::Ended(message),
+        PeerError::Remote {
+            code: ErrorCode::InvalidArgument,
+            message,
+            ..
+        } => PeerFailure::Invalid(message),
+        PeerError::Remote {
+            code: ErrorCode::ResourceExhausted,
+            message,
+            ..
+        } => PeerFailure::Exhausted(message),
+        PeerError::Remote {
+            code: ErrorCode::TransactionFailed,
+            message,
+            ..
+        } => PeerFailure::Failed(message),
         PeerError::Remote { code, message, .. } => {
             PeerFailure::Refused(format!("{code:?}: {message}"))
         }
@@ -183,11 +205,21 @@ impl Remote for PeerClient {
         tid: &str,
         call: ClientCall,
     ) -> Result<ClientReply, TxnError> {
+        // Only nodes of this cluster are called: an id naming any other
+        // host must not make this node dial it.
+        if !self.membership.is_member(node) {
+            return Err(TxnError::Peer {
+                tid: tid.to_string(),
+                peer: node.to_string(),
+                failure: PeerFailure::NotMember,
+            });
+        }
         let body = Body::ClientCall(call_to_proto(tid, &call));
-        // A commit writes to storage on the other node: it gets the prepare timeout.
+        // The holder may read storage for a read or a write, and a commit
+        // may take until the holder decides it.
         let timeout = match call {
-            ClientCall::Commit => self.prepare_timeout,
-            _ => self.timeout,
+            ClientCall::Commit => self.client_commit_timeout,
+            _ => self.prepare_timeout,
         };
         match self.call(tid, node, body, timeout).await? {
             Body::ClientReply(reply) => {

@@ -94,6 +94,11 @@ impl Membership {
         }
     }
 
+    /// Whether `node` is this node or one this node has heard of.
+    pub fn is_member(&self, node: &str) -> bool {
+        node == self.me() || self.members.lock().contains_key(node)
+    }
+
     /// Every other node known (alive or not).
     pub fn known(&self) -> Vec<String> {
         self.members.lock().keys().cloned().collect()

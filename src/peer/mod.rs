@@ -52,6 +52,9 @@ pub struct PeerConfig {
     pub request_timeout: Duration,
     /// Timeout of a prepare (the participant writes to storage).
     pub prepare_timeout: Duration,
+    /// Timeout of a client's commit forwarded to the node holding the
+    /// transaction: as long as that node may take to decide it.
+    pub client_commit_timeout: Duration,
     /// Anti-entropy period.
     pub digest_interval: Duration,
     /// Period of the storage scan for commits no peer reported.
@@ -74,6 +77,7 @@ impl Default for PeerConfig {
             dead_after: Duration::from_secs(2),
             request_timeout: Duration::from_millis(1500),
             prepare_timeout: Duration::from_secs(3),
+            client_commit_timeout: Duration::from_secs(15),
             digest_interval: Duration::from_secs(2),
             storage_scan_interval: Duration::from_secs(30),
             max_message_bytes: 64 * 1024 * 1024,
@@ -160,6 +164,7 @@ impl PeerNode {
             membership: Arc::clone(&membership),
             timeout: config.request_timeout,
             prepare_timeout: config.prepare_timeout,
+            client_commit_timeout: config.client_commit_timeout,
         }));
         {
             let membership = Arc::clone(&membership);

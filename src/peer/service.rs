@@ -35,9 +35,12 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Body {
 
 fn txn_error(e: &TxnError) -> Body {
     let code = match e {
-        TxnError::UnknownTransaction { .. } | TxnError::Ended { .. } => {
-            ErrorCode::UnknownTransaction
-        }
+        TxnError::UnknownTransaction { .. } => ErrorCode::UnknownTransaction,
+        TxnError::Ended { .. } | TxnError::Committing { .. } => ErrorCode::TransactionEnded,
+        TxnError::ValueTooLarge { .. } => ErrorCode::InvalidArgument,
+        TxnError::WriteSetTooLarge { .. }
+        | TxnError::TooManyTransactions { .. }
+        | TxnError::ReplyTooLarge { .. } => ErrorCode::ResourceExhausted,
         TxnError::Storage { .. } => ErrorCode::Storage,
         _ => ErrorCode::TransactionFailed,
     };

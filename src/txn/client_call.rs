@@ -5,25 +5,50 @@
 //! node through the peer layer, which answers with [`Engine::serve_call`].
 
 use super::engine::Engine;
+
+/// The most bytes of values one client read may return: below the peer
+/// layer's frame limit (64 MiB), so a forwarded reply always fits.
+pub const CLIENT_REPLY_LIMIT: usize = 48 << 20;
 use super::outcome::{AbortCause, Outcome};
 use super::remote::{ClientCall, ClientEnd, ClientReply};
 use super::{PeerFailure, TxnError};
 
 impl Engine {
-    /// Runs `call` of transaction `tid` on this node. A commit or abort of a
-    /// transaction nobody knows fails with `UnknownTransaction`, as a read
-    /// or write of one does.
+    /// Runs `call` of transaction `tid` on this node.
+    ///
+    /// A call of a transaction nobody knows fails with `UnknownTransaction`
+    /// and leaves nothing behind (a client's calls always reach the node
+    /// that holds the transaction, so there is nothing to fence here, and a
+    /// flood of made-up ids costs no table entries). An abort that arrives
+    /// while the commit runs fails with `Committing` (the commit's outcome
+    /// stands), and a commit being settled answers `Unknown`.
     pub async fn serve_call(&self, tid: &str, call: ClientCall) -> Result<ClientReply, TxnError> {
         let outcome = match call {
             ClientCall::Read(keys) => {
+                self.slot(tid)?;
                 let values = self.get(Some(tid), &keys).await?;
+                let size: usize = values
+                    .iter()
+                    .map(|v| v.key.len() + v.value.as_ref().map_or(0, |b| b.len()))
+                    .sum();
+                if size > CLIENT_REPLY_LIMIT {
+                    return Err(TxnError::ReplyTooLarge {
+                        tid: tid.to_string(),
+                        size,
+                        limit: CLIENT_REPLY_LIMIT,
+                    });
+                }
                 return Ok(ClientReply::Values(
                     values.into_iter().map(|v| v.value).collect(),
                 ));
             }
             ClientCall::Write(writes) => {
+                self.slot(tid)?;
                 self.put(tid, writes)?;
                 return Ok(ClientReply::Written);
+            }
+            ClientCall::Commit if self.settling.lock().contains(tid) => {
+                return Ok(ClientReply::Ended(ClientEnd::Unknown));
             }
             ClientCall::Commit => self.commit(tid).await?,
             ClientCall::Abort => self.abort(tid),
@@ -34,6 +59,13 @@ impl Engine {
                 cause: AbortCause::UnknownTransaction,
             } => {
                 return Err(TxnError::UnknownTransaction {
+                    tid: tid.to_string(),
+                })
+            }
+            Outcome::Aborted {
+                cause: AbortCause::CommitInProgress,
+            } => {
+                return Err(TxnError::Committing {
                     tid: tid.to_string(),
                 })
             }

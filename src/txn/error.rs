@@ -92,6 +92,18 @@ pub enum TxnError {
         /// What went wrong.
         failure: PeerFailure,
     },
+    /// A reply would be larger than a peer message may be.
+    #[error(
+        "transaction `{tid}`: the reply would be {size} bytes, over the limit of {limit} bytes"
+    )]
+    ReplyTooLarge {
+        /// The transaction id.
+        tid: String,
+        /// The reply's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A record read back from storage could not be decoded.
     #[error("corrupt record at `{key}`: {reason}")]
     CorruptRecord {
@@ -119,6 +131,22 @@ pub enum PeerFailure {
     /// forgotten, or the node restarted).
     #[error("does not know the transaction")]
     UnknownTransaction,
+    /// The node is no member of this cluster (never heard of): it is not
+    /// called at all.
+    #[error("is no node of this cluster")]
+    NotMember,
+    /// The transaction already ended (or is committing) on that node.
+    #[error("the transaction has ended there: {0}")]
+    Ended(String),
+    /// That node refused the request as invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// That node reached a limit.
+    #[error("over a limit: {0}")]
+    Exhausted(String),
+    /// The transaction failed on that node; it can only abort.
+    #[error("the transaction failed there: {0}")]
+    Failed(String),
     /// The node answered with an error.
     #[error("refused: {0}")]
     Refused(String),
