@@ -277,16 +277,23 @@ fn calls_of_one_transaction_alternating_between_two_nodes_reach_the_node_that_ho
 #[test]
 fn a_transaction_whose_node_dies_answers_unavailable_elsewhere_and_never_commits() {
     let dir = tempfile::tempdir().unwrap();
-    // A forwarded commit waits as long as the holder may take to decide
-    // (decision timeout + storage + peer timeouts): shortened here.
-    let mut cluster = grpc_cluster(dir.path(), &["--decision-timeout-ms", "1500"]);
+    // A forwarded commit may wait as long as the holder may take to decide
+    // (10 s + storage and peer timeouts by default), but no longer than
+    // heartbeats take to declare the holder dead (2 s).
+    let mut cluster = grpc_cluster(dir.path(), &[]);
     let mut a = client(&cluster.nodes[0].sidecar);
     let mut b = client(&cluster.nodes[1].sidecar);
     let t = a.start().unwrap().id;
     b.write(&t, &[("lost", value(&t, "lost"))]).unwrap();
     // The node holding the transaction crashes mid-transaction.
     cluster.nodes[0].sidecar.kill();
+    let asked = std::time::Instant::now();
     let failed = b.commit(&t).expect_err("the holder is gone");
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "the client waited {:?} for a dead holder",
+        asked.elapsed()
+    );
     assert!(
         matches!(failed.code(), Code::Unavailable | Code::DeadlineExceeded),
         "{failed:?}"

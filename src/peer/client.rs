@@ -221,7 +221,28 @@ impl Remote for PeerClient {
             ClientCall::Commit => self.client_commit_timeout,
             _ => self.prepare_timeout,
         };
-        match self.call(tid, node, body, timeout).await? {
+        // A long call (a commit waits up to the holder's decision time)
+        // ends as soon as heartbeats declare the holder dead: the client
+        // hears UNAVAILABLE then, not at the end of the timeout.
+        let holder_dies = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if self.membership.is_down(node) {
+                    break;
+                }
+            }
+        };
+        let answer = tokio::select! {
+            answer = self.call(tid, node, body, timeout) => answer?,
+            () = holder_dies => {
+                return Err(TxnError::Peer {
+                    tid: tid.to_string(),
+                    peer: node.to_string(),
+                    failure: PeerFailure::Down,
+                })
+            }
+        };
+        match answer {
             Body::ClientReply(reply) => {
                 reply_from_proto(&call, reply).ok_or_else(|| Self::unexpected(tid, node))
             }
