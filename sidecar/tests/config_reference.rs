@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aft_testkit::process::StartError;
+use aft_testkit::sidecar::{launch, SidecarSpec};
+
 const BIN: &str = env!("CARGO_BIN_EXE_aft-sidecar");
 
 fn repo_root() -> PathBuf {
@@ -639,97 +642,36 @@ fn the_grpc_front_never_starts_without_a_chosen_authentication() {
     );
 }
 
-/// A sidecar process started for a test, killed when dropped.
-struct Running {
-    child: std::process::Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    /// Starts the sidecar on `memory://` with `args`; waits up to 20 s for
-    /// its ready line, or for it to exit.
-    fn start(args: &[&str]) -> (Running, Option<i32>) {
-        let dir = tempfile::tempdir().unwrap();
-        let stdout = dir.path().join("stdout");
-        let stderr = dir.path().join("stderr");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--ipc-dir")
-            .arg(dir.path().join("ipc"))
-            .args(["--storage", "memory://"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("AFT_") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd.env("AFT_LOG", "info").spawn().unwrap();
-        let mut running = Running {
-            child,
-            stdout,
-            stderr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = running.child.try_wait().unwrap() {
-                return (running, Some(status.code().unwrap_or(-1)));
-            }
-            if running.stdout().contains("aft-sidecar ready") {
-                return (running, None);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!(
-            "the sidecar neither became ready nor exited:\n{}",
-            running.stderr()
-        );
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A sidecar on `memory://` with node address `address`, logging at info.
+fn on_address(dir: &Path, address: &str) -> SidecarSpec {
+    SidecarSpec::new(Path::new(BIN), &dir.join(address))
+        .args(&["--storage", "memory://", "--node-address", address])
+        .envs(&[("AFT_LOG", "info")])
 }
 
 #[test]
 fn sidecars_of_different_node_addresses_share_a_host_and_a_clash_names_the_flag() {
-    let (a, exited) = Running::start(&["--node-address", "127.0.0.91"]);
-    assert_eq!(exited, None, "first sidecar: {}", a.stderr());
-    let (b, exited) = Running::start(&["--node-address", "127.0.0.92"]);
-    assert_eq!(exited, None, "second sidecar: {}", b.stderr());
-    assert!(a
-        .stdout()
-        .contains("metrics listening on http://127.0.0.91:9464"));
-    assert!(b
-        .stdout()
-        .contains("metrics listening on http://127.0.0.92:9464"));
+    let dir = tempfile::tempdir().unwrap();
+    let a = launch(&on_address(dir.path(), "127.0.0.91"))
+        .unwrap_or_else(|e| panic!("first sidecar: {e}"));
+    let b = launch(&on_address(dir.path(), "127.0.0.92"))
+        .unwrap_or_else(|e| panic!("second sidecar: {e}"));
+    assert_eq!(a.metrics_addr(), Some("127.0.0.91:9464".parse().unwrap()));
+    assert_eq!(b.metrics_addr(), Some("127.0.0.92:9464".parse().unwrap()));
 
-    let (c, exited) = Running::start(&["--node-address", "127.0.0.92"]);
-    assert_eq!(exited, Some(1), "a third on the same address must stop");
+    let clash = launch(&on_address(dir.path(), "127.0.0.92"))
+        .expect_err("a third on the same address must stop");
+    let StartError::NotReady { status, log, .. } = clash else {
+        panic!("the third sidecar did not run: {clash}");
+    };
+    assert_eq!(status, "exit status: 1", "{log}");
     assert!(
-        c.stderr()
-            .contains("cannot bind the metrics address `127.0.0.92:9464` (--metrics-addr)"),
-        "the message names the address and the flag:\n{}",
-        c.stderr()
+        log.contains("cannot bind the metrics address `127.0.0.92:9464` (--metrics-addr)"),
+        "the message names the address and the flag:\n{log}"
     );
 
     // Logs written to a file carry no terminal colour codes.
-    for log in [a.stderr(), b.stderr(), c.stderr()] {
+    for log in [a.log(), b.log(), log] {
         assert!(log.contains("INFO"), "no log lines:\n{log}");
         assert!(!log.contains('\x1b'), "ANSI escape in a log file:\n{log}");
     }
