@@ -345,7 +345,7 @@ fn the_checks_catch_what_they_are_for() {
         cited_doc_names(&format!(
             "see {missing} and docs/{missing}, not readme.md or X.mdx"
         )),
-        [missing.clone()]
+        std::slice::from_ref(&missing)
     );
     let md = "# Top\n## A `b` c!\n## A `b` c!\n<a id=\"x\"></a>\n";
     let a = anchors(md);
