@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 /// Every failpoint the engine has, in protocol order.
 pub const ALL: &[&str] = &[
+    "continue.failed",
     "prepare.after_data",
     "commit.after_prepare",
     "commit.before_data",

@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 
 use crate::resp::RespClient;
 use crate::workload::{key_name, KeyPicker, WorkloadParams};
-use aft_testkit::dag::{HistoryClock, RecordedDag};
+use aft_testkit::dag::{recorded_status, HistoryClock, RecordedDag};
 use aft_testkit::grpc::GrpcClient;
 use aft_testkit::tagged::tag_of_size as tagged_value;
 
@@ -491,11 +491,7 @@ impl Worker {
             Ok(()) => timed(rec, "commit", || client.commit(&id)),
             Err(_) => client.abort(&id),
         };
-        let status = match &ended {
-            Ok(TransactionStatus::Committed) => Status::Committed,
-            Ok(_) => Status::Aborted,
-            Err(_) => Status::Unknown,
-        };
+        let status = recorded_status(ended.as_ref().ok().copied());
         rec.history.push(TxnRecord {
             id,
             status: status.clone(),

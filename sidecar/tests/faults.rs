@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aft::client::IpcClient;
 use aft::history::{check, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
-use aft_testkit::dag::send_commit;
+use aft_testkit::dag::{commit_until_settled, recorded_status, send_commit, SETTLE_WITHIN};
 use aft_testkit::redis::{RedisCluster, RedisServer};
 use aft_testkit::sidecar::Sidecar;
 use aft_testkit::tagged::{tagged, writer_of_payload};
@@ -207,11 +207,8 @@ fn redis_restart_under_load_loses_no_acknowledged_commit() {
                     let _ = c.abort(&tid);
                     Status::Aborted
                 } else {
-                    match c.commit(&tid, &[]) {
-                        Ok(tag) if tag.status == TransactionStatus::Committed => Status::Committed,
-                        Ok(_) => Status::Aborted,
-                        Err(_) => Status::Unknown,
-                    }
+                    let reply = commit_until_settled(&c, &tid, &[], SETTLE_WITHIN);
+                    recorded_status(reply.ok().map(|tag| tag.status))
                 };
                 if status != Status::Committed {
                     *failures.lock().unwrap() += 1;

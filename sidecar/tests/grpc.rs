@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aft::history::{tag_value, writer_of, Op, Status, TxnRecord};
+use aft::history::{tag_value, writer_of, Op, TxnRecord};
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::LocalCluster;
-use aft_testkit::dag::{assert_read_atomic, committed, HistoryClock, RecordedDag};
+use aft_testkit::dag::{assert_read_atomic, committed, recorded_status, HistoryClock, RecordedDag};
 use aft_testkit::grpc::{ClientTls, GrpcClient};
 use aft_testkit::outside::OutsideReader;
 use aft_testkit::sidecar::Sidecar;
@@ -356,10 +356,7 @@ fn grpc_transactions_and_ipc_dags_on_one_cluster_are_read_atomic_together() {
                     }
                 }
                 let requested = clock.now();
-                let status = match nodes[(i + 1) % 2].commit(&id).unwrap() {
-                    TransactionStatus::Committed => Status::Committed,
-                    _ => Status::Aborted,
-                };
+                let status = recorded_status(Some(nodes[(i + 1) % 2].commit(&id).unwrap()));
                 history.push(TxnRecord {
                     id,
                     status,

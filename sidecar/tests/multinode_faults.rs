@@ -15,6 +15,7 @@ use aft::client::IpcClient;
 use aft::history::{check, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::{ClusterStore, LocalCluster};
+use aft_testkit::dag::{recorded_status, SETTLE_WITHIN};
 use aft_testkit::eventually;
 use aft_testkit::tagged::{tagged, writer_of_payload};
 use rand::rngs::StdRng;
@@ -109,6 +110,117 @@ fn a_node_restarted_while_a_dag_moves_onto_it_keeps_what_the_dag_needs() {
             .is_none()),
         "init's superseded k2 is never collected"
     );
+}
+
+/// A continue that fails is remembered across a crash of its node.
+///
+/// 1. T starts on node 1 and writes x;
+/// 2. node 1 stalls until node 2 declares it down: node 2's continue of T
+///    fails without reaching node 1, so node 1 never learns T came to
+///    node 2 (its record of visits cannot help later);
+/// 3. node 2 dies right after that failure, before answering (failpoint
+///    `continue.failed`): its executor saw nothing, as its reads would
+///    have answered nothing;
+/// 4. node 2 restarts, T continues there again (now it works), writes y,
+///    and commits: it must abort, and nothing of it may reach the store.
+///
+/// On Redis the failure is fenced in storage before the continue is
+/// answered; on Anna (no conditional writes) the restarted node refuses
+/// transactions that began before it. Either way a DAG started after the
+/// restart still commits across both nodes.
+fn a_failed_continue_survives_a_crash_of_its_node(store: ClusterStore) {
+    let mut cluster = LocalCluster::start_on(
+        store,
+        Path::new(BIN),
+        2,
+        &["--peer-timeout-ms", "500", "--peer-dead-after-ms", "600"],
+        |i| {
+            if i == 1 {
+                vec![("AFT_FAILPOINTS".into(), "continue.failed=exit".into())]
+            } else {
+                Vec::new()
+            }
+        },
+    );
+    let timeout = Duration::from_secs(10);
+    let a = client(&cluster, 0, 0, timeout);
+    let t = a.start().unwrap().id;
+    a.put(Some(&t), &[("x", tagged(&t, "x"))]).unwrap();
+
+    // Long enough for node 2 to declare node 1 down, short enough that
+    // node 1 does not count itself stalled (which would doom T there).
+    let b = client(&cluster, 1, 0, Duration::from_secs(3));
+    cluster.nodes[0].sidecar.signal("STOP");
+    std::thread::sleep(Duration::from_millis(1000));
+    let tid = t.clone();
+    let lost = std::thread::spawn(move || b.continue_from(&tid, "127.0.0.1").is_err());
+    let died = cluster.nodes[1].sidecar.wait_exit(Duration::from_secs(5));
+    cluster.nodes[0].sidecar.signal("CONT");
+    assert_eq!(died, Some(137), "node 2 did not die at the failpoint");
+    assert!(
+        lost.join().unwrap(),
+        "node 2 answered a continue it should have died in"
+    );
+    cluster.nodes[1]
+        .sidecar
+        .spec
+        .env
+        .retain(|(name, _)| name != "AFT_FAILPOINTS");
+    cluster.nodes[1].sidecar.spawn().unwrap();
+
+    // Node 2 reaches node 1 again once a probe DAG's continue works.
+    let b = client(&cluster, 1, 1, timeout);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let probe = a.start().unwrap().id;
+            let moved = b.continue_from(&probe, "127.0.0.1").is_ok();
+            let _ = b.abort(&probe);
+            moved
+        }),
+        "node 2 never reached node 1 again"
+    );
+    b.continue_from(&t, "127.0.0.1")
+        .expect("T's second continue onto node 2");
+    b.put(Some(&t), &[("y", tagged(&t, "y"))]).unwrap();
+    let ended = b.commit(&t, &["127.0.0.1".into()]).unwrap();
+    assert_eq!(
+        ended.status,
+        TransactionStatus::Aborted,
+        "T committed although its function on node 2 ran on a failed continue that node 2 forgot in its crash"
+    );
+    let outside = cluster.outside_reader();
+    for key in ["x", "y"] {
+        assert_ne!(
+            outside.plain_writer(key).as_deref(),
+            Some(t.as_str()),
+            "the aborted T's {key} reached the store"
+        );
+    }
+
+    // A DAG that begins after the restart moves between the nodes and commits.
+    let u = a.start().unwrap().id;
+    a.put(Some(&u), &[("x", tagged(&u, "x"))]).unwrap();
+    b.continue_from(&u, "127.0.0.1").unwrap();
+    b.put(Some(&u), &[("y", tagged(&u, "y"))]).unwrap();
+    assert_eq!(
+        b.commit(&u, &["127.0.0.1".into()]).unwrap().status,
+        TransactionStatus::Committed
+    );
+    let published = outside.await_published(&["x", "y"], &u, Duration::from_secs(10));
+    assert!(
+        published.is_ok(),
+        "U's writes never reached the store: {published:?}"
+    );
+}
+
+#[test]
+fn a_failed_continue_survives_a_crash_of_its_node_on_redis() {
+    a_failed_continue_survives_a_crash_of_its_node(ClusterStore::redis());
+}
+
+#[test]
+fn a_failed_continue_survives_a_crash_of_its_node_on_anna() {
+    a_failed_continue_survives_a_crash_of_its_node(ClusterStore::anna());
 }
 
 /// What the workload records of one call.
@@ -307,20 +419,31 @@ fn run_worker(w: &Workload, worker: u32, seed: u64) -> (Vec<TxnRecord>, Vec<Call
             let _ = w.commits.try_send((sink, others.clone()));
             let requested = now();
             let t = tid.clone();
-            let mut answer = None;
-            let sent = call(&mut clients, sink, &mut calls, &mut |c| {
-                let tag = c.commit(&t, &addresses).map_err(|e| e.to_string())?;
-                if tag.id != t {
-                    return Err(format!("commit reply for {} to {t}", tag.id));
+            let mut answer;
+            // RUNNING: storage did not confirm the commit point and the
+            // sidecar is settling it; ask again, as an executor would, so
+            // the history records the settled outcome (each ask is its own
+            // timed call).
+            let settle_by = Instant::now() + SETTLE_WITHIN;
+            loop {
+                answer = None;
+                let sent = call(&mut clients, sink, &mut calls, &mut |c| {
+                    let tag = c.commit(&t, &addresses).map_err(|e| e.to_string())?;
+                    if tag.id != t {
+                        return Err(format!("commit reply for {} to {t}", tag.id));
+                    }
+                    answer = Some(tag.status);
+                    Ok(())
+                });
+                if sent.is_err()
+                    || answer != Some(TransactionStatus::Running)
+                    || Instant::now() >= settle_by
+                {
+                    break;
                 }
-                answer = Some(tag.status);
-                Ok(())
-            });
-            status = match (sent, answer) {
-                (Ok(()), Some(TransactionStatus::Committed)) => Status::Committed,
-                (Ok(()), _) => Status::Aborted,
-                (Err(_), _) => Status::Unknown,
-            };
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            status = recorded_status(answer);
             window = Some((requested, now()));
         } else {
             // Best effort: the DAG is abandoned; its commit was never asked for.

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::codec::{
-    call_to_proto, commit_to_proto, reply_from_proto, state_from_proto, version_of,
+    call_to_proto, commit_to_proto, incarnations_from_proto, reply_from_proto, state_from_proto,
+    version_of,
 };
 use super::membership::Membership;
 use super::transport::Transport;
@@ -166,6 +167,7 @@ impl Remote for PeerClient {
         match self.call(tid, node, body, self.prepare_timeout).await? {
             Body::PrepareVote(vote) if vote.ok => Ok(PreparedVote {
                 reads: vote.reads.iter().map(version_of).collect(),
+                visited: incarnations_from_proto(&vote.visited),
                 keys: vote.written_keys,
                 shipped: vote
                     .shipped

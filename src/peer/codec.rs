@@ -63,15 +63,28 @@ pub fn state_to_proto(tid: &str, state: &UpstreamState) -> TransactionState {
         upstream_nodes: state.upstream_nodes.clone(),
         start_timestamp: state.start_ts,
         failure: state.doomed.clone().unwrap_or_default(),
-        visited: state
-            .visited
-            .iter()
-            .map(|(node, incarnation)| NodeIncarnation {
-                node: node.clone(),
-                incarnation: *incarnation,
-            })
-            .collect(),
+        visited: incarnations_to_proto(&state.visited),
+        age_micros: u64::try_from(state.age.as_micros()).unwrap_or(u64::MAX),
     }
+}
+
+/// (node, incarnation) pairs as messages.
+pub fn incarnations_to_proto(visited: &[(String, u64)]) -> Vec<NodeIncarnation> {
+    visited
+        .iter()
+        .map(|(node, incarnation)| NodeIncarnation {
+            node: node.clone(),
+            incarnation: *incarnation,
+        })
+        .collect()
+}
+
+/// Messages as (node, incarnation) pairs.
+pub fn incarnations_from_proto(visited: &[NodeIncarnation]) -> Vec<(String, u64)> {
+    visited
+        .iter()
+        .map(|v| (v.node.clone(), v.incarnation))
+        .collect()
 }
 
 /// A transaction state message as engine state.
@@ -92,11 +105,8 @@ pub fn state_from_proto(state: &TransactionState) -> UpstreamState {
         upstream_nodes: state.upstream_nodes.clone(),
         start_ts: state.start_timestamp,
         doomed: (!state.failure.is_empty()).then(|| state.failure.clone()),
-        visited: state
-            .visited
-            .iter()
-            .map(|v| (v.node.clone(), v.incarnation))
-            .collect(),
+        visited: incarnations_from_proto(&state.visited),
+        age: std::time::Duration::from_micros(state.age_micros),
     }
 }
 
@@ -268,9 +278,11 @@ mod tests {
             start_ts: 42,
             doomed: Some("a read failed".into()),
             visited: vec![("10.0.0.1".into(), 7)],
+            age: std::time::Duration::from_millis(1_234),
         };
         let back = state_from_proto(&state_to_proto("t", &state));
         assert_eq!(back.start_ts, 42);
+        assert_eq!(back.age, state.age);
         assert_eq!(back.doomed.as_deref(), Some("a read failed"));
         assert_eq!(back.visited, state.visited);
         assert_eq!(back.reads, state.reads);

@@ -118,6 +118,7 @@ impl Service {
                             .iter()
                             .map(|(k, v)| super::codec::key_version(k, v))
                             .collect(),
+                        visited: super::codec::incarnations_to_proto(&vote.visited),
                     }),
                     Err(e) => {
                         warn!(tid = %req.tid, peer = %sender, error = %e, "voting no");
@@ -127,6 +128,7 @@ impl Service {
                             reason: e.to_string(),
                             reads: Vec::new(),
                             shipped: Vec::new(),
+                            visited: Vec::new(),
                         })
                     }
                 },

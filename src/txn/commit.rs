@@ -47,6 +47,8 @@ struct CommitPlan {
     /// Every other node of the DAG (the participants) -> keys it must not
     /// persist (the DAG's latest write of those keys is elsewhere).
     participants: BTreeMap<String, Vec<String>>,
+    /// Every (node, incarnation) the transaction is known here to have been on.
+    visited: Vec<(String, u64)>,
 }
 
 impl CommitPlan {
@@ -76,6 +78,7 @@ impl CommitPlan {
             local,
             reads: BTreeMap::new(),
             participants,
+            visited: Vec::new(),
         }
     }
 }
@@ -89,6 +92,33 @@ struct Durable {
     shipped: BTreeMap<String, Bytes>,
     /// Whether the key markers are already in storage.
     markers_written: bool,
+}
+
+/// What the participants answered in phase one, together.
+#[derive(Default)]
+struct Votes {
+    /// The keys they persisted.
+    keys: Vec<String>,
+    /// What the transaction read on them.
+    reads: Vec<(String, Version)>,
+    /// The values they returned instead of persisting.
+    shipped: BTreeMap<String, Bytes>,
+    /// Every (node, incarnation) they know the transaction was on.
+    visited: Vec<(String, u64)>,
+}
+
+/// A node the DAG ran on in two incarnations, if any: it restarted while
+/// the DAG ran, and what the DAG did there before (a branch's reads and
+/// buffered writes) is lost, whatever a later `continue` brought back.
+fn restarted_under_the_dag(visited: &[(String, u64)]) -> Option<&str> {
+    let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+    for (node, incarnation) in visited {
+        match seen.insert(node, *incarnation) {
+            Some(other) if other != *incarnation => return Some(node),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A step that failed: why, and which keys of this node it may have written.
@@ -152,6 +182,7 @@ impl Engine {
                     let local = std::mem::take(&mut txn.writes);
                     let mut plan = CommitPlan::new(local, &txn.upstream_writes, others);
                     plan.reads = txn.reads.clone();
+                    plan.visited = txn.visited.clone();
                     Next::Commit(plan)
                 }
             }
@@ -350,10 +381,25 @@ impl Engine {
             unsettled: None,
         };
         // Step 1.
-        let (remote_keys, remote_reads, shipped) = self
+        let Votes {
+            keys: remote_keys,
+            reads: remote_reads,
+            shipped,
+            visited,
+        } = self
             .prepare_participants(tid, timestamp, plan)
             .await
             .map_err(|e| failed(AbortCause::participant(e)))?;
+        if !plan.participants.is_empty() {
+            let mut everywhere = visited;
+            everywhere.extend(plan.visited.iter().cloned());
+            everywhere.push((self.config.node_address.clone(), self.incarnation));
+            if let Some(node) = restarted_under_the_dag(&everywhere) {
+                return Err(failed(AbortCause::Doomed(format!(
+                    "node {node} restarted while the DAG ran on it: what the DAG did there before is lost"
+                ))));
+            }
+        }
         // Shipped values are written here, with this node's own.
         mine.extend(shipped.keys().cloned());
         write_set.extend(shipped.keys().cloned());
@@ -664,16 +710,15 @@ impl Engine {
         }
     }
 
-    /// Phase one on every participant, concurrently. Returns the keys they
-    /// persisted and what the transaction read on them.
+    /// Phase one on every participant, concurrently: their votes, together.
     async fn prepare_participants(
         &self,
         tid: &str,
         timestamp: u64,
         plan: &CommitPlan,
-    ) -> Result<(Vec<String>, Vec<(String, Version)>, BTreeMap<String, Bytes>), TxnError> {
+    ) -> Result<Votes, TxnError> {
         if plan.participants.is_empty() {
-            return Ok((Vec::new(), Vec::new(), BTreeMap::new()));
+            return Ok(Votes::default());
         }
         let Some(remote) = self.remote.get() else {
             return Err(TxnError::Peer {
@@ -708,15 +753,14 @@ impl Engine {
             let (remote, node, tid) = (Arc::clone(remote), node.clone(), tid.to_string());
             tasks.spawn(async move { remote.prepare(&node, &tid, &request).await });
         }
-        let mut written = Vec::new();
-        let mut reads = Vec::new();
-        let mut shipped = BTreeMap::new();
+        let mut votes = Votes::default();
         while let Some(result) = tasks.join_next().await {
             match result {
                 Ok(Ok(vote)) => {
-                    written.extend(vote.keys);
-                    reads.extend(vote.reads);
-                    shipped.extend(vote.shipped);
+                    votes.keys.extend(vote.keys);
+                    votes.reads.extend(vote.reads);
+                    votes.shipped.extend(vote.shipped);
+                    votes.visited.extend(vote.visited);
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(join) => {
@@ -728,7 +772,7 @@ impl Engine {
                 }
             }
         }
-        Ok((written, reads, shipped))
+        Ok(votes)
     }
 
     /// Tells every participant the outcome (best effort: a participant that
@@ -786,4 +830,25 @@ pub(crate) fn marker_entries(meta: &CommitMeta) -> Vec<(Vec<u8>, Vec<u8>)> {
         .iter()
         .map(|key| (key_marker(key), meta.tid.as_bytes().to_vec()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restarted_under_the_dag;
+
+    #[test]
+    fn a_node_seen_in_two_incarnations_is_named() {
+        let visits = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+            pairs.iter().map(|(n, i)| (n.to_string(), *i)).collect()
+        };
+        assert_eq!(restarted_under_the_dag(&[]), None);
+        assert_eq!(
+            restarted_under_the_dag(&visits(&[("a", 1), ("b", 2), ("a", 1), ("b", 2)])),
+            None
+        );
+        assert_eq!(
+            restarted_under_the_dag(&visits(&[("a", 1), ("b", 2), ("c", 3), ("b", 5)])),
+            Some("b")
+        );
+    }
 }

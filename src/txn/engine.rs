@@ -94,6 +94,9 @@ pub struct Engine {
     /// This engine's incarnation: random, new each time a node starts, so a
     /// transaction can tell a restarted node from the one it was on.
     pub(crate) incarnation: u64,
+    /// When this incarnation began (before recovery): a transaction that
+    /// began earlier may have run here in the previous one.
+    pub(crate) incarnation_began: tokio::time::Instant,
     /// When the liveness ticker last ran (see [`Engine::notice_stall`]);
     /// `None` while no ticker runs (background tasks not started).
     pub(crate) last_beat: Mutex<Option<tokio::time::Instant>>,
@@ -351,6 +354,7 @@ impl Engine {
         let slot = self.slot(tid);
         if let Err(e @ TxnError::UnknownTransaction { .. }) = &slot {
             self.register_failed(tid, e);
+            self.fence_later(tid);
         }
         slot
     }
@@ -527,6 +531,7 @@ impl Engine {
             return done;
         }
         let local = self.txns.lock().get(tid).cloned();
+        let asked = tokio::time::Instant::now();
         let fetched = match self.remote.get() {
             Some(remote) => {
                 remote
@@ -542,8 +547,11 @@ impl Engine {
         match (fetched, local) {
             (Ok(state), None) => {
                 let start_seq = self.index.current_seq();
-                let mut txn = state.into_transaction(tid, upstream, start_seq);
+                let fetch = asked.elapsed();
+                let older_than_me = state.age + fetch >= self.incarnation_began.elapsed();
+                let mut txn = state.into_transaction(tid, upstream, start_seq, fetch);
                 self.check_visits(&mut txn);
+                self.check_unfenced_past(&mut txn, older_than_me);
                 self.register(txn)?;
                 Ok(())
             }
@@ -566,17 +574,63 @@ impl Engine {
                 Ok(())
             }
             (Err(err), Some(slot)) => {
-                let mut txn = slot.lock();
-                if txn.phase == Phase::Running {
-                    txn.phase = Phase::Failed(err.to_string());
-                    self.fence_later(tid);
+                let failed_now = {
+                    let mut txn = slot.lock();
+                    let running = txn.phase == Phase::Running;
+                    if running {
+                        txn.phase = Phase::Failed(err.to_string());
+                    }
+                    running
+                };
+                if failed_now {
+                    self.fence_before_answering(tid).await;
                 }
+                self.failpoint("continue.failed").await;
                 Err(err)
             }
             (Err(err), None) => {
                 self.register_failed(tid, &err);
+                self.fence_before_answering(tid).await;
+                self.failpoint("continue.failed").await;
                 Err(err)
             }
+        }
+    }
+
+    /// Fences `tid` (a transaction whose continue failed here) in storage
+    /// before the continue is answered, on stores with conditional writes:
+    /// the upstream node never learned the transaction came here, so if
+    /// this node crashes after answering, nothing else would remember that
+    /// the DAG's function here ran on a failed transaction (its reads
+    /// answered nothing, which its executor took for "no value"). If storage
+    /// cannot take the fence now, it is retried in the background.
+    ///
+    /// Stores without conditional writes get no fence (a marker there could
+    /// overwrite a commit record still landing); a restarted node refuses
+    /// transactions older than itself instead ([`Engine::check_unfenced_past`]).
+    async fn fence_before_answering(&self, tid: &str) {
+        if !self.storage.conditional_writes() {
+            return;
+        }
+        if let Err(e) = self.claim_abort(tid).await {
+            warn!(tid = %tid, error = %e, "cannot fence a failed continue yet; retrying in the background");
+            self.fence_later(tid);
+        }
+    }
+
+    /// On stores without conditional writes, dooms a transaction that
+    /// `began_before_me` (this node's incarnation): it may have met a failed
+    /// continue here in the previous incarnation, which no fence records
+    /// there (see [`Engine::fence_before_answering`]), and its function's
+    /// reads here then answered nothing. DAGs in flight across a restart of
+    /// one of their nodes abort when they reach it again.
+    fn check_unfenced_past(&self, txn: &mut Transaction, began_before_me: bool) {
+        if began_before_me && !self.storage.conditional_writes() && txn.doomed.is_none() {
+            warn!(tid = %txn.id, "the transaction began before this node restarted, and this store keeps no fence of what it met here then; it can only abort");
+            self.doom_txn(
+                txn,
+                "it began before this node restarted: what it met here then is unknown",
+            );
         }
     }
 
@@ -660,15 +714,16 @@ impl Engine {
             tid: tid.to_string(),
         };
         self.register_failed(tid, &err);
+        self.fence_later(tid);
         Some(Err(err))
     }
 
-    /// Registers `tid` here as failed (its calls fail, its commit aborts).
+    /// Registers `tid` here as failed (its calls fail, its commit aborts);
+    /// the caller fences it in storage.
     fn register_failed(&self, tid: &str, err: &TxnError) {
         let mut txn = Transaction::new(Arc::from(tid), 0, self.clock.wall_micros());
         txn.phase = Phase::Failed(err.to_string());
         // A full table is fine to ignore: unknown transactions fail too.
         let _ = self.register(txn);
-        self.fence_later(tid);
     }
 }

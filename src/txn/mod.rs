@@ -59,6 +59,7 @@ impl Engine {
         let engine = Arc::new_cyclic(|me| Engine {
             me: me.clone(),
             incarnation,
+            incarnation_began: tokio::time::Instant::now(),
             storage,
             index: VersionIndex::new(),
             cache: ValueCache::new(config.cache_bytes),

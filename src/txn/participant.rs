@@ -75,6 +75,7 @@ impl Engine {
             start_ts: txn.start_ts,
             doomed: txn.doomed.clone(),
             visited: txn.visited.clone(),
+            age: txn.began.elapsed(),
         })
     }
 
@@ -115,12 +116,20 @@ impl Engine {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             };
+        let here = (self.config.node_address.clone(), self.incarnation);
+        let visited_of = |txn: &super::transaction::Transaction| -> Vec<(String, u64)> {
+            let mut visited = txn.visited.clone();
+            if !visited.contains(&here) {
+                visited.push(here.clone());
+            }
+            visited
+        };
         let values_of = |txn: &super::transaction::Transaction, keys: &[String]| {
             keys.iter()
                 .filter_map(|k| txn.writes.get(k).map(|v| (k.clone(), v.clone())))
                 .collect::<Vec<(String, Bytes)>>()
         };
-        let (keys, entries, reads): (Vec<String>, Vec<crate::storage::Entry>, _) = {
+        let (keys, entries, reads, visited): (Vec<String>, Vec<crate::storage::Entry>, _, _) = {
             let mut txn = slot.lock();
             match &txn.phase {
                 // A repeated prepare gets the same vote.
@@ -129,6 +138,7 @@ impl Engine {
                         keys: keys.clone(),
                         shipped: values_of(&txn, shipped),
                         reads: reads_of(&txn),
+                        visited: visited_of(&txn),
                     })
                 }
                 Phase::Running => {
@@ -171,6 +181,7 @@ impl Engine {
                     keys: Vec::new(),
                     shipped: mine,
                     reads: reads_of(&txn),
+                    visited: visited_of(&txn),
                 });
             }
             txn.phase = Phase::Committing;
@@ -181,7 +192,7 @@ impl Engine {
                     (k, entry)
                 })
                 .unzip();
-            (keys, entries, reads_of(&txn))
+            (keys, entries, reads_of(&txn), visited_of(&txn))
         };
         if !entries.is_empty() {
             if let Err(e) = self.storage.put_many(&entries).await {
@@ -201,6 +212,7 @@ impl Engine {
             keys,
             shipped: Vec::new(),
             reads,
+            visited,
         })
     }
 

@@ -3,6 +3,7 @@
 //! can drive the engine with an in-process fake.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,13 +31,28 @@ pub struct UpstreamState {
     pub doomed: Option<String>,
     /// Every (node, incarnation) the transaction is known to have been on.
     pub visited: Vec<(String, u64)>,
+    /// How long ago it started on its first node, as the sender estimates
+    /// it (never less than the truth, transit aside).
+    pub age: Duration,
 }
 
 impl UpstreamState {
     /// A local transaction continuing this state; `upstream` is the node it
-    /// came from, `start_seq` this node's current install sequence.
-    pub(crate) fn into_transaction(self, tid: &str, upstream: &str, start_seq: u64) -> Transaction {
+    /// came from, `start_seq` this node's current install sequence, `fetch`
+    /// how long fetching the state took (counted as transit, so the age
+    /// errs upward).
+    pub(crate) fn into_transaction(
+        self,
+        tid: &str,
+        upstream: &str,
+        start_seq: u64,
+        fetch: Duration,
+    ) -> Transaction {
         let mut txn = Transaction::new(Arc::from(tid), start_seq, self.start_ts);
+        let now = tokio::time::Instant::now();
+        // Only an age beyond this machine's uptime fails to subtract; the
+        // engine judges "older than this node" from the durations anyway.
+        txn.began = now.checked_sub(self.age + fetch).unwrap_or(now);
         txn.doomed = self.doomed;
         txn.visited = self.visited;
         txn.reads = self.reads.into_iter().collect();
@@ -82,6 +98,9 @@ pub struct PreparedVote {
     pub shipped: Vec<(String, Bytes)>,
     /// Its read set: key -> version read.
     pub reads: Vec<(String, Version)>,
+    /// Every (node, incarnation) the transaction is known on the voter to
+    /// have been on, the voter itself included.
+    pub visited: Vec<(String, u64)>,
 }
 
 /// A call of a transaction's client, run on the node that holds the

@@ -73,6 +73,11 @@ pub struct Transaction {
     pub upstream_values: BTreeMap<String, Bytes>,
     /// Every (node, incarnation) the transaction is known to have been on.
     pub visited: Vec<(String, u64)>,
+    /// When it started on its first node, on this node's monotonic clock:
+    /// never later than the truth (a continue counts the whole round trip
+    /// of its fetch as transit), so "began before this node's incarnation"
+    /// errs towards yes. Free of wall-clock skew between nodes.
+    pub began: Instant,
     /// Last client activity (for the lease).
     pub last_active: Instant,
 }
@@ -95,6 +100,7 @@ impl Transaction {
             upstream_writes: BTreeMap::new(),
             upstream_values: BTreeMap::new(),
             visited: Vec::new(),
+            began: Instant::now(),
             last_active: Instant::now(),
         }
     }

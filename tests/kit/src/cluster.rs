@@ -181,7 +181,11 @@ impl LocalCluster {
         extra: &[&str],
         env_of: impl Fn(usize) -> Vec<(String, String)>,
     ) -> LocalCluster {
-        let dir = tempfile::tempdir().expect("cluster dir");
+        let mut dir = tempfile::tempdir().expect("cluster dir");
+        if std::env::var_os("AFT_TEST_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            println!("cluster directory (kept): {}", dir.path().display());
+        }
         let peer_port = free_peer_port(n.max(3));
         let mut cluster = LocalCluster {
             store,

@@ -5,7 +5,7 @@
 //! of functions on different nodes (a client per node).
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aft::client::{ClientError, IpcClient, Tag};
 use aft::history::{check, Anomaly, Op, Status, TxnRecord};
@@ -47,6 +47,43 @@ impl HistoryClock {
 impl Default for HistoryClock {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// How long [`RecordedDag::commit`] keeps asking while the sidecar answers
+/// RUNNING (settling a commit whose record write storage did not confirm).
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The history status a commit's reply records. COMMITTED and ABORTED are
+/// final. RUNNING (the sidecar is still settling a commit whose record
+/// write storage did not confirm) and a failed call (`None`) leave the
+/// transaction `Unknown`: it may have committed, and the checker must allow
+/// both. Recording RUNNING as aborted would flag every later read of its
+/// writes as an anomaly.
+pub fn recorded_status(reply: Option<TransactionStatus>) -> Status {
+    match reply {
+        Some(TransactionStatus::Committed) => Status::Committed,
+        Some(TransactionStatus::Aborted) => Status::Aborted,
+        _ => Status::Unknown,
+    }
+}
+
+/// Commits `tid` as an executor should: while the reply is RUNNING (the
+/// outcome is being settled), asks again, for at most `within`. Returns the
+/// last reply (still RUNNING if the commit did not settle in time).
+pub fn commit_until_settled(
+    client: &IpcClient,
+    tid: &str,
+    other_nodes: &[String],
+    within: Duration,
+) -> Result<Tag, ClientError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let reply = client.commit(tid, other_nodes)?;
+        if reply.status != TransactionStatus::Running || Instant::now() >= deadline {
+            return Ok(reply);
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -137,12 +174,8 @@ impl RecordedDag {
         other_nodes: &[String],
     ) -> (TxnRecord, Result<Tag, ClientError>) {
         let requested = self.clock.now();
-        let reply = client.commit(&self.tid, other_nodes);
-        let status = match &reply {
-            Ok(tag) if tag.status == TransactionStatus::Committed => Status::Committed,
-            Ok(_) => Status::Aborted,
-            Err(_) => Status::Unknown,
-        };
+        let reply = commit_until_settled(client, &self.tid, other_nodes, SETTLE_WITHIN);
+        let status = recorded_status(reply.as_ref().ok().map(|tag| tag.status));
         (self.finish(status, requested), reply)
     }
 

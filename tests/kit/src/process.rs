@@ -101,11 +101,20 @@ impl ChildProcess {
         })
     }
 
+    /// The log file, emptied first unless `AFT_TEST_KEEP` is set (then a
+    /// restarted process appends to what its earlier run wrote).
     fn log_file(log: &Path) -> Result<std::fs::File, StartError> {
-        std::fs::File::create(log).map_err(|source| StartError::Log {
-            path: log.to_path_buf(),
-            source,
-        })
+        let keep = std::env::var_os("AFT_TEST_KEEP").is_some();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(keep)
+            .truncate(!keep)
+            .open(log)
+            .map_err(|source| StartError::Log {
+                path: log.to_path_buf(),
+                source,
+            })
     }
 
     fn not_ready(mut self, awaited: String, timeout: Duration) -> StartError {

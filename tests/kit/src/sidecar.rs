@@ -80,7 +80,10 @@ pub fn launch(spec: &SidecarSpec) -> Result<ChildProcess, StartError> {
         .arg("--ipc-dir")
         .arg(&spec.ipc_dir)
         .args(&spec.args)
-        .env("AFT_LOG", "warn")
+        .env(
+            "AFT_LOG",
+            std::env::var("AFT_TEST_SIDECAR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let (mut process, _) = ChildProcess::spawn(
         &format!("aft-sidecar ({})", spec.ipc_dir.display()),
