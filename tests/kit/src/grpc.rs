@@ -35,11 +35,31 @@ impl GrpcClient {
         Self::connect_with(addr, token, None)
     }
 
+    /// Connects to `addr` in plaintext; every call gives up after
+    /// `deadline` (`DEADLINE_EXCEEDED` or `CANCELLED` on this side), as a
+    /// client with a deadline does.
+    pub fn connect_with_deadline(
+        addr: SocketAddr,
+        token: Option<&str>,
+        deadline: std::time::Duration,
+    ) -> Result<Self, tonic::transport::Error> {
+        Self::connect_inner(addr, token, None, Some(deadline))
+    }
+
     /// Connects to `addr`, over TLS if `tls` is given.
     pub fn connect_with(
         addr: SocketAddr,
         token: Option<&str>,
         tls: Option<ClientTls>,
+    ) -> Result<Self, tonic::transport::Error> {
+        Self::connect_inner(addr, token, tls, None)
+    }
+
+    fn connect_inner(
+        addr: SocketAddr,
+        token: Option<&str>,
+        tls: Option<ClientTls>,
+        deadline: Option<std::time::Duration>,
     ) -> Result<Self, tonic::transport::Error> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -47,6 +67,9 @@ impl GrpcClient {
             .unwrap_or_else(|e| panic!("cannot build a runtime: {e}"));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        if let Some(deadline) = deadline {
+            endpoint = endpoint.timeout(deadline).connect_timeout(deadline);
+        }
         if let Some(tls) = tls {
             aft::grpc::ensure_crypto_provider();
             let mut config = ClientTlsConfig::new()
