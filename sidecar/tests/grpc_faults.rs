@@ -10,20 +10,22 @@
 //! `AFT_FAULT_SEED` replays a run's fault schedule; `AFT_FAULT_SECS` sets
 //! its length.
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aft::history::{check, tag_value, writer_of, Op, Status, TxnRecord};
+use aft::history::{tag_value, writer_of, Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::{node_address, ClusterStore, LocalCluster};
-use aft_testkit::dag::{recorded_status, SETTLE_WITHIN};
+use aft_testkit::dag::{
+    assert_read_atomic_in, recorded_status, AcknowledgedCommits, SETTLE_WITHIN,
+};
 use aft_testkit::eventually;
 use aft_testkit::grpc::GrpcClient;
 use aft_testkit::ports::free_port_on_all;
+use aft_testkit::seeded::FaultRun;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tonic::Code;
@@ -173,15 +175,7 @@ fn run_worker(w: &Workload, seed: u64) -> Vec<TxnRecord> {
 /// land on random nodes of a 3-node cluster on Redis.
 #[test]
 fn grpc_transactions_keep_every_guarantee_under_faults_at_random_moments() {
-    let seed: u64 = std::env::var("AFT_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let secs: u64 = std::env::var("AFT_FAULT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
-    println!("gRPC fault run: seed {seed}, {secs} s (replay: AFT_FAULT_SEED={seed})");
+    let FaultRun { seed, secs } = FaultRun::from_env("gRPC fault run", 15);
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("grpc.token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
@@ -302,13 +296,7 @@ fn grpc_transactions_keep_every_guarantee_under_faults_at_random_moments() {
     let report = format!("seed {seed}; faults: {schedule:#?}");
 
     // 1. Read atomicity (and no read of an aborted transaction's writes).
-    let anomalies = check(&history);
-    assert!(
-        anomalies.is_empty(),
-        "{} anomalies, e.g. {:?}\n{report}",
-        anomalies.len(),
-        &anomalies[..anomalies.len().min(5)]
-    );
+    assert_read_atomic_in(&history, &report);
     let committed = history
         .iter()
         .filter(|t| t.status == Status::Committed)
@@ -321,45 +309,8 @@ fn grpc_transactions_keep_every_guarantee_under_faults_at_random_moments() {
 
     // 2. The plain keys converge on a state that keeps every acknowledged
     //    commit and shows no aborted one.
-    let by_id: HashMap<&str, &TxnRecord> = history.iter().map(|t| (t.id.as_str(), t)).collect();
-    let mut last_acked: BTreeMap<&str, &TxnRecord> = BTreeMap::new();
-    for t in history.iter().filter(|t| t.status == Status::Committed) {
-        for op in &t.ops {
-            if let Op::Write { key } = op {
-                let end = |r: &TxnRecord| r.commit_window.map_or(0, |(_, acked)| acked);
-                if last_acked
-                    .get(key.as_str())
-                    .is_none_or(|prev| end(prev) < end(t))
-                {
-                    last_acked.insert(key.as_str(), t);
-                }
-            }
-        }
-    }
-    let judge = |key: &str, seen: Option<String>| -> Result<(), String> {
-        let Some(acked) = last_acked.get(key) else {
-            return Ok(());
-        };
-        let Some(seen) = seen else {
-            return Err(format!("{key}: no value, but {} committed it", acked.id));
-        };
-        match by_id.get(seen.as_str()) {
-            _ if seen == acked.id => Ok(()),
-            Some(w) if w.status == Status::Aborted => Err(format!("{key}: shows aborted {seen}")),
-            Some(w) => match (&w.status, w.commit_window, acked.commit_window) {
-                (Status::Committed, Some((_, seen_acked)), Some((requested, _)))
-                    if seen_acked < requested =>
-                {
-                    Err(format!(
-                        "{key}: acknowledged {} lost under older {seen}",
-                        acked.id
-                    ))
-                }
-                _ => Ok(()),
-            },
-            None => Ok(()), // the initial transaction
-        }
-    };
+    let acknowledged = AcknowledgedCommits::of(&history);
+    let judge = |key: &str, seen: Option<String>| acknowledged.judge(key, seen.as_deref());
     let outside = cluster.lock().unwrap().outside_reader();
     let converged = eventually(Duration::from_secs(15), || {
         keys.iter()

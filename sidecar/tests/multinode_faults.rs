@@ -5,18 +5,20 @@
 //! outages). Every run prints its seed; `AFT_FAULT_SEED=<seed>` replays the
 //! same schedule (timings are real, so the interleaving may differ).
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aft::client::IpcClient;
-use aft::history::{check, Op, Status, TxnRecord};
+use aft::history::{Op, Status, TxnRecord};
 use aft::proto::aft::TransactionStatus;
 use aft_testkit::cluster::{ClusterStore, LocalCluster};
-use aft_testkit::dag::{recorded_status, SETTLE_WITHIN};
+use aft_testkit::dag::{
+    assert_read_atomic_in, recorded_status, AcknowledgedCommits, SETTLE_WITHIN,
+};
 use aft_testkit::eventually;
+use aft_testkit::seeded::FaultRun;
 use aft_testkit::tagged::{tagged, writer_of_payload};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -515,17 +517,10 @@ fn fault_run(store: ClusterStore, default_secs: u64) {
 fn fault_run_with(store: ClusterStore, default_secs: u64, storage_timeout_ms: u64) {
     let storage_timeout = storage_timeout_ms.to_string();
     let decision_timeout = (4 * storage_timeout_ms).to_string();
-    let seed: u64 = std::env::var("AFT_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let secs: u64 = std::env::var("AFT_FAULT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_secs);
     let store_name = store.name();
-    println!(
-        "cross-node fault run on {store_name}: seed {seed}, {secs} s (replay: AFT_FAULT_SEED={seed})"
+    let FaultRun { seed, secs } = FaultRun::from_env(
+        &format!("cross-node fault run on {store_name}"),
+        default_secs,
     );
     let cluster = LocalCluster::start_on(
         store,
@@ -679,13 +674,7 @@ fn fault_run_with(store: ClusterStore, default_secs: u64, storage_timeout_ms: u6
     let report = format!("{store_name}, seed {seed}; faults: {schedule:#?}");
 
     // 1. Read atomicity over the whole history.
-    let anomalies = check(&history);
-    assert!(
-        anomalies.is_empty(),
-        "{} anomalies, e.g. {:?}\n{report}",
-        anomalies.len(),
-        &anomalies[..anomalies.len().min(5)]
-    );
+    assert_read_atomic_in(&history, &report);
     // 2. No committed DAG read `None` for a key with a committed value.
     assert!(problems.is_empty(), "{problems:#?}\n{report}");
     // 3. Requests to a node that was up (and storage up) were answered in
@@ -711,49 +700,9 @@ fn fault_run_with(store: ClusterStore, default_secs: u64, storage_timeout_ms: u6
     // 4. After the faults: every node, and the store's plain keys, converge
     //    on a state that loses no acknowledged commit.
     let cluster = cluster.lock().unwrap();
-    let by_id: HashMap<&str, &TxnRecord> = history.iter().map(|t| (t.id.as_str(), t)).collect();
-    let mut last_acked: BTreeMap<&str, &TxnRecord> = BTreeMap::new();
-    for t in history.iter().filter(|t| t.status == Status::Committed) {
-        for op in &t.ops {
-            if let Op::Write { key } = op {
-                let newer = last_acked
-                    .get(key.as_str())
-                    .is_none_or(|prev| prev.commit_window.unwrap().1 < t.commit_window.unwrap().1);
-                if newer {
-                    last_acked.insert(key.as_str(), t);
-                }
-            }
-        }
-    }
+    let acknowledged = AcknowledgedCommits::of(&history);
     let outside = cluster.outside_reader();
-    let judge = |key: &str, seen: Option<String>| -> Result<(), String> {
-        let Some(acked) = last_acked.get(key) else {
-            return Ok(());
-        };
-        let Some(seen) = seen else {
-            return Err(format!("{key}: no value, but {} committed it", acked.id));
-        };
-        if seen == acked.id {
-            return Ok(());
-        }
-        match by_id.get(seen.as_str()) {
-            Some(w) if w.status == Status::Aborted => Err(format!("{key}: shows aborted {seen}")),
-            Some(w) => {
-                // Lost if the value shown is definitely older than the last acknowledged commit.
-                let older = matches!((w.commit_window, acked.commit_window),
-                    (Some((_, seen_acked)), Some((requested, _))) if w.status == Status::Committed && seen_acked < requested);
-                if older {
-                    Err(format!(
-                        "{key}: acknowledged commit {} lost under older {seen}",
-                        acked.id
-                    ))
-                } else {
-                    Ok(())
-                }
-            }
-            None => Ok(()), // the initial transaction
-        }
-    };
+    let judge = |key: &str, seen: Option<String>| acknowledged.judge(key, seen.as_deref());
     let converged = eventually(Duration::from_secs(15), || {
         (0..3).all(|node| {
             let Ok(c) = IpcClient::connect(

@@ -4,6 +4,7 @@
 //! DAG of one function, of several functions on one node (`continue`), and
 //! of functions on different nodes (a client per node).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -233,14 +234,82 @@ pub fn send_commit(client: &IpcClient, tid: &str, other_nodes: &[String]) {
 
 /// Panics, showing the first five anomalies, unless `history` is read-atomic.
 pub fn assert_read_atomic(history: &[TxnRecord]) {
+    assert_read_atomic_in(history, "");
+}
+
+/// [`assert_read_atomic`] that adds `report` (a seed, a fault schedule) to
+/// the panic message.
+pub fn assert_read_atomic_in(history: &[TxnRecord], report: &str) {
     let anomalies: Vec<Anomaly> = check(history);
     assert!(
         anomalies.is_empty(),
-        "{} anomalies in {} transactions: {:?}",
+        "{} anomalies in {} transactions: {:?}\n{report}",
         anomalies.len(),
         history.len(),
         &anomalies[..anomalies.len().min(5)]
     );
+}
+
+/// What a store may show for each key once a history is over: the newest
+/// acknowledged commit of the key, or a write no older than it (one whose
+/// outcome is unknown, or a commit acknowledged no earlier than that one
+/// was requested). Never an aborted transaction's write; never nothing
+/// where a commit was acknowledged.
+pub struct AcknowledgedCommits<'a> {
+    newest: BTreeMap<&'a str, &'a TxnRecord>,
+    by_id: HashMap<&'a str, &'a TxnRecord>,
+}
+
+impl<'a> AcknowledgedCommits<'a> {
+    /// The newest acknowledged commit of every key written in `history`.
+    pub fn of(history: &'a [TxnRecord]) -> Self {
+        let acked_at = |t: &TxnRecord| t.commit_window.map_or(0, |(_, acked)| acked);
+        let mut newest: BTreeMap<&str, &TxnRecord> = BTreeMap::new();
+        for t in history.iter().filter(|t| t.status == Status::Committed) {
+            for op in &t.ops {
+                if let Op::Write { key } = op {
+                    if newest
+                        .get(key.as_str())
+                        .is_none_or(|prev| acked_at(prev) < acked_at(t))
+                    {
+                        newest.insert(key.as_str(), t);
+                    }
+                }
+            }
+        }
+        let by_id = history.iter().map(|t| (t.id.as_str(), t)).collect();
+        AcknowledgedCommits { newest, by_id }
+    }
+
+    /// `Ok` if a store showing the write of `seen` (a writer id, `None` for
+    /// no value) for `key` keeps every acknowledged commit; else why not.
+    /// Writers outside the history (an initial load) are let pass.
+    pub fn judge(&self, key: &str, seen: Option<&str>) -> Result<(), String> {
+        let Some(acked) = self.newest.get(key) else {
+            return Ok(());
+        };
+        let Some(seen) = seen else {
+            return Err(format!("{key}: no value, but {} committed it", acked.id));
+        };
+        if seen == acked.id {
+            return Ok(());
+        }
+        let Some(writer) = self.by_id.get(seen) else {
+            return Ok(());
+        };
+        match (&writer.status, writer.commit_window, acked.commit_window) {
+            (Status::Aborted, _, _) => Err(format!("{key}: shows aborted {seen}")),
+            (Status::Committed, Some((_, seen_acked)), Some((requested, _)))
+                if seen_acked < requested =>
+            {
+                Err(format!(
+                    "{key}: acknowledged commit {} lost under older {seen}",
+                    acked.id
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// How many of `history` committed.

@@ -33,6 +33,7 @@ pub mod outside;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod seeded;
 pub mod server;
 pub mod sidecar;
 pub mod tagged;
