@@ -116,14 +116,6 @@ impl Engine {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             };
-        let here = (self.config.node_address.clone(), self.incarnation);
-        let visited_of = |txn: &super::transaction::Transaction| -> Vec<(String, u64)> {
-            let mut visited = txn.visited.clone();
-            if !visited.contains(&here) {
-                visited.push(here.clone());
-            }
-            visited
-        };
         let values_of = |txn: &super::transaction::Transaction, keys: &[String]| {
             keys.iter()
                 .filter_map(|k| txn.writes.get(k).map(|v| (k.clone(), v.clone())))
@@ -131,6 +123,8 @@ impl Engine {
         };
         let (keys, entries, reads, visited): (Vec<String>, Vec<crate::storage::Entry>, _, _) = {
             let mut txn = slot.lock();
+            // The vote says where the transaction has been, this node included.
+            txn.note_visits([(self.config.node_address.clone(), self.incarnation)]);
             match &txn.phase {
                 // A repeated prepare gets the same vote.
                 Phase::Prepared { keys, shipped, .. } => {
@@ -138,7 +132,7 @@ impl Engine {
                         keys: keys.clone(),
                         shipped: values_of(&txn, shipped),
                         reads: reads_of(&txn),
-                        visited: visited_of(&txn),
+                        visited: txn.visited.clone(),
                     })
                 }
                 Phase::Running => {
@@ -181,7 +175,7 @@ impl Engine {
                     keys: Vec::new(),
                     shipped: mine,
                     reads: reads_of(&txn),
-                    visited: visited_of(&txn),
+                    visited: txn.visited.clone(),
                 });
             }
             txn.phase = Phase::Committing;
@@ -192,7 +186,7 @@ impl Engine {
                     (k, entry)
                 })
                 .unzip();
-            (keys, entries, reads_of(&txn), visited_of(&txn))
+            (keys, entries, reads_of(&txn), txn.visited.clone())
         };
         if !entries.is_empty() {
             if let Err(e) = self.storage.put_many(&entries).await {
